@@ -1,0 +1,151 @@
+use std::fmt;
+
+use capnp::capability::FromClientHook;
+use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
+use futures::io::{BufReader, BufWriter};
+use futures::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+use tracing::Instrument;
+
+use crate::Limits;
+
+/// Which end of a connection this vat is: the one that dialled or the one
+/// that accepted. Only the bootstrap exchange looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// This vat dialled.
+    Dialer,
+    /// This vat accepted.
+    Acceptor,
+}
+
+impl Side {
+    fn ours(self) -> rpc_twoparty_capnp::Side {
+        match self {
+            Side::Dialer => rpc_twoparty_capnp::Side::Client,
+            Side::Acceptor => rpc_twoparty_capnp::Side::Server,
+        }
+    }
+
+    fn theirs(self) -> rpc_twoparty_capnp::Side {
+        match self {
+            Side::Dialer => rpc_twoparty_capnp::Side::Server,
+            Side::Acceptor => rpc_twoparty_capnp::Side::Client,
+        }
+    }
+}
+
+/// How a connection ended: `None` while it is open.
+type Closure = Option<Result<(), String>>;
+
+/// One Cap'n Proto RPC session with a peer vat.
+///
+/// The session runs as a local task of the vat that opened it and ends when
+/// the stream closes, the peer breaks a [`Limits`] bound, or [`close`] is
+/// called. Dropping the `Connection` does not end the session: capabilities
+/// obtained through it keep it alive.
+///
+/// [`close`]: Connection::close
+pub struct Connection {
+    label: String,
+    peer: capnp::capability::Client,
+    closed: watch::Receiver<Closure>,
+    disconnector: capnp_rpc::Disconnector<rpc_twoparty_capnp::Side>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.label)
+            .field("closed", &self.closed.borrow().is_some())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Starts an RPC session over `stream`, offering `bootstrap` (if any) to
+    /// the peer. `label` names the peer in logs.
+    ///
+    /// Must be called on a thread running a tokio `LocalSet` (inside a vat).
+    pub fn open<S>(
+        stream: S,
+        side: Side,
+        bootstrap: Option<capnp::capability::Client>,
+        limits: Limits,
+        label: impl Into<String>,
+    ) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + 'static,
+    {
+        let label = label.into();
+        let (reader, writer) = stream.compat().split();
+        let network = twoparty::VatNetwork::new(
+            BufReader::new(reader),
+            BufWriter::new(writer),
+            side.ours(),
+            limits.reader_options(),
+        );
+        let mut system = RpcSystem::new(Box::new(network), bootstrap);
+        let peer: capnp::capability::Client = system.bootstrap(side.theirs());
+        let disconnector = system.get_disconnector();
+        let (tx, closed) = watch::channel(None);
+        let span = tracing::info_span!("connection", peer = %label, side = ?side);
+        tokio::task::spawn_local(
+            async move {
+                tracing::debug!("session open");
+                let result = system.await;
+                match &result {
+                    Ok(()) => tracing::info!("session closed"),
+                    Err(error) => tracing::warn!(%error, "session closed with an error"),
+                }
+                // Nobody may be watching any more; that is fine.
+                let _ = tx.send(Some(result.map_err(|e| e.to_string())));
+            }
+            .instrument(span),
+        );
+        Connection {
+            label,
+            peer,
+            closed,
+            disconnector,
+        }
+    }
+
+    /// The capability the peer offered at bootstrap, as the client type `C`.
+    ///
+    /// If the peer offered none, calls on it fail with an error saying so.
+    pub fn peer<C: FromClientHook>(&self) -> C {
+        self.peer.clone().cast_to()
+    }
+
+    /// The label given when the connection was opened (usually the peer's address).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.borrow().is_some()
+    }
+
+    /// Waits until the session ends; returns the error that ended it, if any.
+    pub async fn closed(&self) -> Result<(), String> {
+        let mut closed = self.closed.clone();
+        loop {
+            if let Some(result) = closed.borrow_and_update().clone() {
+                return result;
+            }
+            if closed.changed().await.is_err() {
+                return Err("the session task was dropped (its vat stopped)".to_string());
+            }
+        }
+    }
+
+    /// Ends the session: outstanding calls on both sides break with a
+    /// disconnected error. Resolves once the shutdown has completed.
+    pub async fn close(self) -> Result<(), capnp::Error> {
+        self.disconnector.await
+    }
+}

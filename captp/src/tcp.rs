@@ -1,0 +1,93 @@
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{Connection, Limits, NetError, Side};
+
+/// Dials `addr` over plain TCP and starts an RPC session, offering
+/// `bootstrap` (if any) to the peer.
+///
+/// Must be awaited inside a vat.
+pub async fn dial(
+    addr: SocketAddr,
+    bootstrap: Option<capnp::capability::Client>,
+    limits: Limits,
+) -> Result<Connection, NetError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| NetError::Dial { addr, source })?;
+    stream.set_nodelay(true)?;
+    Ok(Connection::open(
+        stream,
+        Side::Dialer,
+        bootstrap,
+        limits,
+        addr.to_string(),
+    ))
+}
+
+/// A listening TCP socket whose accepted connections are RPC sessions.
+#[derive(Debug)]
+pub struct Listener {
+    socket: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port; see [`Listener::local_addr`]).
+    pub async fn bind(addr: SocketAddr) -> Result<Listener, NetError> {
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|source| NetError::Bind { addr, source })?;
+        let addr = socket.local_addr()?;
+        Ok(Listener { socket, addr })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Accepts one connection and starts its RPC session, offering `bootstrap`.
+    pub async fn accept(
+        &self,
+        bootstrap: Option<capnp::capability::Client>,
+        limits: Limits,
+    ) -> Result<Connection, NetError> {
+        let (stream, peer) = self.socket.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection::open(
+            stream,
+            Side::Acceptor,
+            bootstrap,
+            limits,
+            peer.to_string(),
+        ))
+    }
+
+    /// Accepts connections for as long as the calling vat runs, offering each
+    /// peer `bootstrap`. Runs as a local task; failures to accept one
+    /// connection are logged and do not stop the loop.
+    pub fn serve(self, bootstrap: capnp::capability::Client, limits: Limits) {
+        let span = tracing::info_span!("listener", addr = %self.addr);
+        tokio::task::spawn_local(tracing::Instrument::instrument(
+            async move {
+                tracing::info!("accepting connections");
+                loop {
+                    match self.accept(Some(bootstrap.clone()), limits).await {
+                        Ok(connection) => {
+                            tracing::info!(peer = connection.label(), "accepted");
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "accept failed");
+                            // Back off briefly so that a persistent failure
+                            // (out of file descriptors) does not spin.
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            },
+            span,
+        ));
+    }
+}

@@ -1,0 +1,16 @@
+//! Cap'n Proto wire contracts of the vat system.
+//!
+//! The `.capnp` files under `schema/capnp/` are the contracts; this crate only
+//! compiles them (with the embedded compiler, so no system `capnp` is needed)
+//! and re-exports the generated modules. It holds no logic of its own.
+//!
+//! - [`demo_capnp`]: the example interfaces used by `vat demo`, the examples,
+//!   the tests and the benchmarks.
+
+#![forbid(unsafe_code)]
+
+/// Generated from `schema/capnp/demo.capnp`.
+#[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
+pub mod demo_capnp {
+    include!(concat!(env!("OUT_DIR"), "/demo_capnp.rs"));
+}

@@ -1,0 +1,233 @@
+//! The inside of a vat: its message queue, its heap and the loop that runs
+//! one turn after another.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Weak as ArcWeak;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{Error, ErrorKind};
+use crate::handle::Shared;
+use crate::heap::{Heap, HeapEntry, ObjectId, ObjectInfo};
+
+/// A queued message: delivering it is one turn.
+pub(crate) type Message = Box<dyn FnOnce()>;
+
+/// How many turns the loop runs before it yields to the vat's other tasks
+/// (network sessions, timers), so a flood of local sends cannot starve them.
+const TURNS_PER_POLL: usize = 1024;
+
+pub(crate) struct VatCore {
+    name: Rc<str>,
+    queue: RefCell<VecDeque<Message>>,
+    /// The turn loop's waker, and whether the loop is already due to run.
+    loop_waker: RefCell<Option<Waker>>,
+    scheduled: Cell<bool>,
+    heap: Heap,
+    stopping: Cell<bool>,
+    turns: Cell<u64>,
+    /// Objects whose near call a panic unwound through during this turn.
+    unwound: RefCell<Vec<Rc<dyn HeapEntry>>>,
+    /// Objects kept alive by a `Root` held outside the vat.
+    roots: RefCell<std::collections::HashMap<ObjectId, Rc<dyn Any>>>,
+    /// The handle side, for `LocalVat::handle`.
+    pub(crate) shared: ArcWeak<Shared>,
+    /// Wakes the command loop when the vat stops itself.
+    pub(crate) stop_requested: Rc<tokio::sync::Notify>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<VatCore>>> = const { RefCell::new(None) };
+}
+
+/// The vat running on this thread, if any.
+pub(crate) fn current() -> Option<Rc<VatCore>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Whether this thread's vat is stopping (or there is no vat here at all).
+pub(crate) fn stopping() -> bool {
+    CURRENT.with(|c| c.borrow().as_ref().is_none_or(|core| core.stopping.get()))
+}
+
+pub(crate) fn install(core: Option<Rc<VatCore>>) {
+    CURRENT.with(|c| *c.borrow_mut() = core);
+}
+
+impl VatCore {
+    pub(crate) fn new(name: &str, shared: ArcWeak<Shared>) -> VatCore {
+        VatCore {
+            name: name.into(),
+            queue: RefCell::new(VecDeque::with_capacity(256)),
+            loop_waker: RefCell::new(None),
+            scheduled: Cell::new(true),
+            heap: Heap::default(),
+            stopping: Cell::new(false),
+            turns: Cell::new(0),
+            unwound: RefCell::new(Vec::new()),
+            roots: RefCell::default(),
+            shared,
+            stop_requested: Rc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn heap(&self) -> &Heap {
+        &self.heap
+    }
+
+    pub(crate) fn heap_list(&self) -> Vec<ObjectInfo> {
+        self.heap.list()
+    }
+
+    pub(crate) fn turns(&self) -> u64 {
+        self.turns.get()
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
+    /// Queues a message for a later turn.
+    #[inline]
+    pub(crate) fn enqueue(&self, message: Message) {
+        self.queue.borrow_mut().push_back(message);
+        if !self.scheduled.get() {
+            self.scheduled.set(true);
+            if let Some(waker) = &*self.loop_waker.borrow() {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// Marks the vat stopping and drops every queued message, which breaks
+    /// their promises.
+    pub(crate) fn begin_stop(&self) {
+        self.stopping.set(true);
+        // Dropping a message may queue nothing (the vat is stopping), but
+        // take the queue out first so no borrow is held while resolvers run.
+        let queued = std::mem::take(&mut *self.queue.borrow_mut());
+        drop(queued);
+    }
+
+    pub(crate) fn pin(&self, id: ObjectId, object: Rc<dyn Any>) {
+        self.roots.borrow_mut().insert(id, object);
+    }
+
+    pub(crate) fn pinned(&self, id: ObjectId) -> Option<Rc<dyn Any>> {
+        self.roots.borrow().get(&id).cloned()
+    }
+
+    pub(crate) fn unpin(&self, id: ObjectId) {
+        // Drop the object outside the borrow: its destructor may unpin others.
+        let object = self.roots.borrow_mut().remove(&id);
+        drop(object);
+    }
+
+    pub(crate) fn finish_stop(&self) {
+        let roots = std::mem::take(&mut *self.roots.borrow_mut());
+        drop(roots);
+        self.heap.clear();
+        self.unwound.borrow_mut().clear();
+        self.loop_waker.borrow_mut().take();
+    }
+
+    /// Records that a panic unwound through a near call of `entry`.
+    pub(crate) fn note_unwound(&self, entry: Rc<dyn HeapEntry>) {
+        entry
+            .header()
+            .mark_crashed("a panic unwound through one of its near calls");
+        self.unwound.borrow_mut().push(entry);
+    }
+
+    /// Ends a turn: counts it and, if a panic was caught, marks `target` and
+    /// every object the panic unwound through as crashed with the panic's
+    /// message. Returns the error for the caller's promise.
+    #[inline]
+    pub(crate) fn end_turn(
+        &self,
+        target: &dyn HeapEntry,
+        panic: Option<Box<dyn Any + Send>>,
+    ) -> Option<Error> {
+        self.turns.set(self.turns.get() + 1);
+        let unwound = {
+            let mut list = self.unwound.borrow_mut();
+            if list.is_empty() {
+                None
+            } else {
+                Some(std::mem::take(&mut *list))
+            }
+        };
+        let payload = panic?;
+        let reason = panic_message(payload.as_ref());
+        for entry in unwound.into_iter().flatten() {
+            entry.header().mark_crashed(&reason);
+        }
+        let header = target.header();
+        header.mark_crashed(&reason);
+        tracing::warn!(
+            vat = %self.name,
+            object = %header.id(),
+            r#type = header.type_name(),
+            %reason,
+            "object crashed"
+        );
+        Some(Error::new(
+            ErrorKind::Crashed,
+            format!(
+                "object {} ({}) crashed: {reason}",
+                header.id(),
+                header.type_name()
+            ),
+        ))
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic whose payload is not text".to_owned()
+    }
+}
+
+/// Runs queued messages, one turn each, for as long as the vat runs.
+pub(crate) struct TurnLoop {
+    pub(crate) core: Rc<VatCore>,
+}
+
+impl Future for TurnLoop {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let core = &self.core;
+        for _ in 0..TURNS_PER_POLL {
+            let next = core.queue.borrow_mut().pop_front();
+            match next {
+                Some(message) => message(),
+                None => {
+                    let mut waker = core.loop_waker.borrow_mut();
+                    match &*waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                    core.scheduled.set(false);
+                    return Poll::Pending;
+                }
+            }
+        }
+        // Budget spent: let the vat's other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,190 @@
+//! Typed errors carried by broken promises, locally and across the network.
+
+use std::fmt;
+
+/// What kind of failure broke a promise. Callers match on this; the message
+/// says the details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The connection to the target's vat is gone (the peer closed it, the
+    /// network failed, or the peer's vat stopped).
+    Disconnected,
+    /// The target object panicked, in this turn or an earlier one; it takes
+    /// no more messages.
+    Crashed,
+    /// The target does not implement the interface or method called.
+    Unimplemented,
+    /// The message was malformed or an argument was unacceptable.
+    InvalidArgument,
+    /// The target's vat was stopped before the message was delivered or answered.
+    VatStopped,
+    /// A limit was reached; the same call may succeed later.
+    Overloaded,
+    /// A near call reached an object already running further up the same
+    /// call stack; Rust's aliasing rules forbid re-entering it.
+    Reentrant,
+    /// Any other failure the target reported.
+    Failed,
+}
+
+impl ErrorKind {
+    /// The tag that marks this kind inside a Cap'n Proto exception reason, for
+    /// the kinds Cap'n Proto has no exception type of its own for.
+    fn wire_tag(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::Crashed => Some("[crashed] "),
+            ErrorKind::InvalidArgument => Some("[invalid argument] "),
+            ErrorKind::VatStopped => Some("[vat stopped] "),
+            ErrorKind::Reentrant => Some("[reentrant] "),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Disconnected => "disconnected",
+            ErrorKind::Crashed => "crashed",
+            ErrorKind::Unimplemented => "unimplemented",
+            ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::VatStopped => "vat stopped",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Reentrant => "reentrant call",
+            ErrorKind::Failed => "failed",
+        })
+    }
+}
+
+/// Why a promise broke or a call failed.
+///
+/// ```
+/// use vat::{Error, ErrorKind};
+/// let e = Error::new(ErrorKind::Crashed, "object #3 (Counter) crashed: overflow");
+/// assert_eq!(e.kind(), ErrorKind::Crashed);
+/// assert_eq!(e.to_string(), "crashed: object #3 (Counter) crashed: overflow");
+/// // Across the network the kind survives the trip through a Cap'n Proto exception.
+/// let back = Error::from(capnp::Error::from(e.clone()));
+/// assert_eq!(back.kind(), ErrorKind::Crashed);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Error {
+    /// An error of `kind` with a message a person can act on.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The details.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn vat_stopped(what: &str) -> Error {
+        Error::new(
+            ErrorKind::VatStopped,
+            format!("{what}: the vat was stopped"),
+        )
+    }
+}
+
+/// Strips the prefixes capnp-rpc adds to an exception each time it crosses a
+/// connection, leaving the reason the object gave.
+fn strip_remote(mut reason: &str) -> &str {
+    while let Some(rest) = reason.strip_prefix("remote exception: ") {
+        reason = rest;
+    }
+    reason
+}
+
+impl From<capnp::Error> for Error {
+    fn from(error: capnp::Error) -> Error {
+        let reason = strip_remote(&error.extra);
+        let tagged = [
+            ErrorKind::Crashed,
+            ErrorKind::InvalidArgument,
+            ErrorKind::VatStopped,
+            ErrorKind::Reentrant,
+        ]
+        .into_iter()
+        .find_map(|kind| {
+            let tag = kind.wire_tag()?;
+            reason.strip_prefix(tag).map(|rest| (kind, rest))
+        });
+        if let Some((kind, rest)) = tagged {
+            return Error::new(kind, rest);
+        }
+        let kind = match error.kind {
+            capnp::ErrorKind::Disconnected => ErrorKind::Disconnected,
+            capnp::ErrorKind::Unimplemented => ErrorKind::Unimplemented,
+            capnp::ErrorKind::Overloaded => ErrorKind::Overloaded,
+            capnp::ErrorKind::Failed => ErrorKind::Failed,
+            // Every other kind is a decoding error: the message did not match the schema.
+            _ => return Error::new(ErrorKind::InvalidArgument, error.to_string()),
+        };
+        Error::new(kind, reason)
+    }
+}
+
+impl From<Error> for capnp::Error {
+    fn from(error: Error) -> capnp::Error {
+        let reason = match error.kind.wire_tag() {
+            Some(tag) => format!("{tag}{}", error.message),
+            None => error.message,
+        };
+        match error.kind {
+            ErrorKind::Disconnected | ErrorKind::VatStopped => capnp::Error::disconnected(reason),
+            ErrorKind::Unimplemented => capnp::Error::unimplemented(reason),
+            ErrorKind::Overloaded => capnp::Error::overloaded(reason),
+            ErrorKind::Crashed
+            | ErrorKind::InvalidArgument
+            | ErrorKind::Reentrant
+            | ErrorKind::Failed => capnp::Error::failed(reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_survives_a_round_trip_through_capnp() {
+        for kind in [
+            ErrorKind::Disconnected,
+            ErrorKind::Crashed,
+            ErrorKind::Unimplemented,
+            ErrorKind::InvalidArgument,
+            ErrorKind::VatStopped,
+            ErrorKind::Overloaded,
+            ErrorKind::Reentrant,
+            ErrorKind::Failed,
+        ] {
+            let original = Error::new(kind, "details");
+            let mut wire = capnp::Error::from(original.clone());
+            // What the receiving side of a connection sees.
+            wire.extra = format!("remote exception: {}", wire.extra);
+            assert_eq!(Error::from(wire), original, "{kind}");
+        }
+    }
+
+    #[test]
+    fn decoding_errors_are_invalid_arguments() {
+        let e = capnp::Error::from_kind(capnp::ErrorKind::MessageIsTooDeeplyNested);
+        assert_eq!(Error::from(e).kind(), ErrorKind::InvalidArgument);
+    }
+}

@@ -1,0 +1,181 @@
+//! Far objects: Cap'n Proto servers living in a vat, reached from other vats
+//! through capabilities.
+//!
+//! [`export`] turns a server (a type implementing a generated `Server` trait)
+//! into a capability and records it in the vat's heap. Every call that reaches
+//! it, from another vat or from this one, is a turn: it is counted, and a
+//! panic in the method (before or after an `.await`) is caught, breaking the
+//! caller's promise with a [`Crashed`](crate::ErrorKind::Crashed) error while
+//! the vat serves everyone else. A crashed object refuses further calls.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use capnp::capability::{FromServer, Promise};
+use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
+use futures::FutureExt;
+
+use crate::core::VatCore;
+use crate::error::Error;
+use crate::heap::{self, Header, HeapEntry, ObjectKind};
+
+/// Exports `server` from the current vat as a capability of type `C`.
+///
+/// The object appears in the vat's heap under the server's type name.
+///
+/// ```
+/// use schema::demo_capnp::counter;
+/// use std::{cell::Cell, rc::Rc};
+///
+/// struct Counter(Cell<i64>);
+/// impl counter::Server for Counter {
+///     async fn add(self: Rc<Self>, params: counter::AddParams, mut results: counter::AddResults)
+///         -> Result<(), capnp::Error> {
+///         self.0.set(self.0.get() + params.get()?.get_by());
+///         results.get().set_value(self.0.get());
+///         Ok(())
+///     }
+/// }
+///
+/// let vat = vat::VatHandle::start("doc").unwrap();
+/// let n = vat.run_async(|| async {
+///     let counter: counter::Client = vat::export(Counter(Cell::new(0)));
+///     let mut request = counter.add_request();
+///     request.get().set_by(5);
+///     request.send().promise.await.unwrap().get().unwrap().get_value()
+/// }).wait().unwrap();
+/// assert_eq!(n, 5);
+/// vat.stop().unwrap();
+/// ```
+///
+/// # Panics
+/// Outside a vat (see [`current`](crate::current)).
+pub fn export<C, S>(server: S) -> C
+where
+    C: FromServer<S>,
+    S: 'static,
+{
+    let vat = crate::current().core().clone();
+    let plain: C = capnp_rpc::new_client(server);
+    let header = heap::standalone(
+        vat.heap()
+            .new_header(std::any::type_name::<S>(), ObjectKind::Far),
+    );
+    let weak: std::rc::Weak<dyn HeapEntry> = Rc::downgrade(&header) as _;
+    vat.heap().record(weak);
+    tracing::trace!(vat = vat.name(), object = %header.id(), r#type = header.type_name(), "exported");
+    C::new(Box::new(Turns {
+        inner: plain.into_client_hook(),
+        header,
+        vat,
+    }))
+}
+
+/// Wraps a local server's client so that every call to it is a turn.
+struct Turns {
+    inner: Box<dyn ClientHook>,
+    header: Rc<Header>,
+    vat: Rc<VatCore>,
+}
+
+impl Turns {
+    fn handle(
+        &self,
+        outcome: Result<Result<(), capnp::Error>, Box<dyn std::any::Any + Send>>,
+    ) -> Result<(), capnp::Error> {
+        match outcome {
+            Ok(Ok(())) => {
+                self.vat.end_turn(&*self.header, None);
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                self.vat.end_turn(&*self.header, None);
+                // Keep the kind when it crosses the wire: decoding errors
+                // become invalid-argument errors the caller can match on.
+                Err(Error::from(error).into())
+            }
+            Err(panic) => Err(self.crashed(panic)),
+        }
+    }
+
+    fn crashed(&self, panic: Box<dyn std::any::Any + Send>) -> capnp::Error {
+        self.vat
+            .end_turn(&*self.header, Some(panic))
+            .unwrap_or_else(|| self.header.crashed_error())
+            .into()
+    }
+}
+
+impl ClientHook for Turns {
+    fn add_ref(&self) -> Box<dyn ClientHook> {
+        Box::new(Turns {
+            inner: self.inner.add_ref(),
+            header: self.header.clone(),
+            vat: self.vat.clone(),
+        })
+    }
+
+    fn new_call(
+        &self,
+        interface_id: u64,
+        method_id: u16,
+        size_hint: Option<capnp::MessageSize>,
+    ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
+        // capnp-rpc builds local requests only for its own hook types, which
+        // would call the server directly. Route this vat's own calls through
+        // a forwarding client whose calls land in `Turns::call` instead.
+        let me = capnp::capability::Client::new(self.add_ref());
+        let front: capnp::capability::Client =
+            capnp_rpc::new_future_client(futures::future::ready(Ok(me)));
+        front.hook.new_call(interface_id, method_id, size_hint)
+    }
+
+    fn call(
+        &self,
+        interface_id: u64,
+        method_id: u16,
+        params: Box<dyn ParamsHook>,
+        results: Box<dyn ResultsHook>,
+    ) -> Promise<(), capnp::Error> {
+        if self.header.is_crashed() {
+            return Promise::err(self.header.crashed_error().into());
+        }
+        self.header.count_message();
+        let started = catch_unwind(AssertUnwindSafe(|| {
+            self.inner.call(interface_id, method_id, params, results)
+        }));
+        let turns = Turns {
+            inner: self.inner.add_ref(),
+            header: self.header.clone(),
+            vat: self.vat.clone(),
+        };
+        match started {
+            Ok(call) => Promise::from_future(async move {
+                let outcome = AssertUnwindSafe(call).catch_unwind().await;
+                turns.handle(outcome)
+            }),
+            Err(panic) => Promise::err(turns.crashed(panic)),
+        }
+    }
+
+    fn get_brand(&self) -> usize {
+        // Not an RPC import: the same brand capnp-rpc gives its local clients.
+        0
+    }
+
+    fn get_ptr(&self) -> usize {
+        self.inner.get_ptr()
+    }
+
+    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
+        None
+    }
+
+    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
+        None
+    }
+
+    fn when_resolved(&self) -> Promise<(), capnp::Error> {
+        Promise::ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! Near references: objects of the same vat, called synchronously or sent to
+//! eventually.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use futures::FutureExt;
+
+use crate::core::VatCore;
+use crate::error::{Error, ErrorKind};
+use crate::heap::{Header, HeapEntry, ObjectId, ObjectInfo, ObjectKind};
+use crate::promise::{promise, Promise, Resolver};
+
+pub(crate) struct Object<T> {
+    header: Header,
+    value: RefCell<T>,
+    vat: Rc<VatCore>,
+}
+
+impl<T> HeapEntry for Object<T> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+}
+
+/// A near reference: an object of this vat.
+///
+/// - [`call`](Ref::call) runs a method now, on the local call stack (a near call);
+/// - [`send`](Ref::send) queues a message for a later turn and returns a
+///   [`Promise`] at once (an eventual send). Sends on one reference are
+///   delivered in the order made (E-order).
+///
+/// A panic in a method is caught at the end of its turn: the caller's promise
+/// breaks with a [`Crashed`](ErrorKind::Crashed) error that carries the panic
+/// message, the object (and any object whose near call the panic unwound
+/// through) is marked crashed and refuses further messages, and the vat and
+/// its other objects go on.
+///
+/// A `Ref` cannot leave its vat: it is neither `Send` nor `Sync`, so moving it
+/// to another thread does not compile:
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>(_: T) {}
+/// let r: vat::Ref<u32> = unimplemented!();
+/// needs_send(r);
+/// ```
+///
+/// To reach an object from another vat, [`export`](crate::export) it as a
+/// Cap'n Proto capability.
+pub struct Ref<T: 'static> {
+    object: Rc<Object<T>>,
+}
+
+impl<T> Clone for Ref<T> {
+    fn clone(&self) -> Self {
+        Ref {
+            object: self.object.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Ref<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Ref({} {} in vat {})",
+            self.object.header.id(),
+            self.object.header.type_name(),
+            self.object.vat.name()
+        )
+    }
+}
+
+/// Marks an object crashed if a panic unwinds through its near call. Defused
+/// with `mem::forget` on the normal path, so it costs nothing there.
+struct CrashOnUnwind<'a, T: 'static>(&'a Rc<Object<T>>);
+
+impl<T> Drop for CrashOnUnwind<'_, T> {
+    fn drop(&mut self) {
+        self.0.vat.note_unwound(self.0.clone());
+    }
+}
+
+impl<T: 'static> Ref<T> {
+    pub(crate) fn new(vat: &Rc<VatCore>, value: T) -> Ref<T> {
+        let object = Rc::new(Object {
+            header: vat
+                .heap()
+                .new_header(std::any::type_name::<T>(), ObjectKind::Near),
+            value: RefCell::new(value),
+            vat: vat.clone(),
+        });
+        let weak: std::rc::Weak<dyn HeapEntry> = Rc::downgrade(&object) as _;
+        vat.heap().record(weak);
+        tracing::trace!(vat = vat.name(), object = %object.header.id(), r#type = object.header.type_name(), "spawned");
+        Ref { object }
+    }
+
+    pub(crate) fn into_any(self) -> Rc<dyn std::any::Any> {
+        self.object
+    }
+
+    pub(crate) fn from_any(object: Rc<dyn std::any::Any>) -> Option<Ref<T>> {
+        object
+            .downcast::<Object<T>>()
+            .ok()
+            .map(|object| Ref { object })
+    }
+
+    /// The object's id in its vat's heap.
+    pub fn id(&self) -> ObjectId {
+        self.object.header.id()
+    }
+
+    /// A snapshot of the object's heap record.
+    pub fn info(&self) -> ObjectInfo {
+        self.object.header.info()
+    }
+
+    /// Whether the object has crashed.
+    pub fn is_crashed(&self) -> bool {
+        self.object.header.is_crashed()
+    }
+
+    /// Whether two references name the same object.
+    pub fn same_object(&self, other: &Ref<T>) -> bool {
+        Rc::ptr_eq(&self.object, &other.object)
+    }
+
+    /// A near call: runs `method` on the object now and returns its result.
+    ///
+    /// Fails with [`Crashed`](ErrorKind::Crashed) if the object has crashed,
+    /// and with [`Reentrant`](ErrorKind::Reentrant) if the object is already
+    /// running further up this call stack. A panic in `method` propagates to
+    /// the end of the current turn, which catches it (see [`Ref`]).
+    ///
+    /// ```
+    /// struct Counter(u64);
+    /// let vat = vat::VatHandle::start("doc").unwrap();
+    /// let n = vat.run(|| {
+    ///     let counter = vat::spawn(Counter(0));
+    ///     counter.call(|c| c.0 += 2).unwrap();
+    ///     counter.call(|c| c.0).unwrap()
+    /// }).wait().unwrap();
+    /// assert_eq!(n, 2);
+    /// vat.stop().unwrap();
+    /// ```
+    #[inline]
+    pub fn call<R>(&self, method: impl FnOnce(&mut T) -> R) -> Result<R, Error> {
+        let object = &self.object;
+        if object.header.is_crashed() {
+            return Err(object.header.crashed_error());
+        }
+        let mut value = object
+            .value
+            .try_borrow_mut()
+            .map_err(|_| self.reentrant_error())?;
+        let guard = CrashOnUnwind(object);
+        let result = method(&mut value);
+        std::mem::forget(guard);
+        Ok(result)
+    }
+
+    #[cold]
+    fn reentrant_error(&self) -> Error {
+        Error::new(
+            ErrorKind::Reentrant,
+            format!(
+                "object {} ({}) is already running further up this call stack; \
+                 send to it eventually instead",
+                self.id(),
+                self.object.header.type_name()
+            ),
+        )
+    }
+
+    /// An eventual send: queues `message` for a later turn of this vat and
+    /// returns a promise for its result at once.
+    ///
+    /// ```
+    /// struct Counter(u64);
+    /// let vat = vat::VatHandle::start("doc").unwrap();
+    /// let n = vat.run_async(|| async {
+    ///     let counter = vat::spawn(Counter(0));
+    ///     counter.send(|c| c.0 += 1);
+    ///     counter.send(|c| c.0 * 10).await
+    /// }).wait().unwrap();
+    /// assert_eq!(n, Ok(10));
+    /// vat.stop().unwrap();
+    /// ```
+    pub fn send<R: 'static>(&self, message: impl FnOnce(&mut T) -> R + 'static) -> Promise<R> {
+        let (promise, resolver) = promise();
+        self.send_with(message, resolver);
+        promise
+    }
+
+    /// An eventual send whose method starts asynchronous work: `message` runs
+    /// in a turn with the object borrowed and returns a future; the promise
+    /// resolves with that future's output. The future runs as a task of the
+    /// vat (each resumption is a turn) and cannot borrow the object: clone a
+    /// `Ref` into it to reach the object again. A panic in the future crashes
+    /// the object too.
+    pub fn send_async<F>(&self, message: impl FnOnce(&mut T) -> F + 'static) -> Promise<F::Output>
+    where
+        F: Future + 'static,
+    {
+        let (promise, resolver) = promise();
+        let target = self.clone();
+        self.object.vat.enqueue(Box::new(move || {
+            let (future, future_resolver) = crate::promise::promise::<F>();
+            target.deliver(message, future_resolver);
+            tokio::task::spawn_local(async move {
+                let work = match future.await {
+                    Ok(work) => work,
+                    Err(error) => return resolver.break_with(error),
+                };
+                let outcome = AssertUnwindSafe(work).catch_unwind().await;
+                let vat = target.object.vat.clone();
+                match outcome {
+                    Ok(value) => {
+                        vat.end_turn(&*target.object, None);
+                        resolver.resolve(value);
+                    }
+                    Err(panic) => {
+                        let error = vat.end_turn(&*target.object, Some(panic));
+                        resolver.break_with(
+                            error.unwrap_or_else(|| target.object.header.crashed_error()),
+                        );
+                    }
+                }
+            });
+        }));
+        promise
+    }
+
+    /// Queues `message`, settling `resolver` with its result.
+    pub(crate) fn send_with<R: 'static>(
+        &self,
+        message: impl FnOnce(&mut T) -> R + 'static,
+        resolver: Resolver<R>,
+    ) {
+        let target = self.clone();
+        self.object
+            .vat
+            .enqueue(Box::new(move || target.deliver(message, resolver)));
+    }
+
+    /// One turn: delivers `message` to the object.
+    fn deliver<R>(&self, message: impl FnOnce(&mut T) -> R, resolver: Resolver<R>) {
+        let object = &*self.object;
+        if object.header.is_crashed() {
+            return resolver.break_with(object.header.crashed_error());
+        }
+        object.header.count_message();
+        let _turn =
+            tracing::trace_span!("turn", vat = object.vat.name(), object = %object.header.id())
+                .entered();
+        let outcome = match object.value.try_borrow_mut() {
+            Ok(mut value) => catch_unwind(AssertUnwindSafe(|| message(&mut value))),
+            // Turns do not nest, so nothing can hold the object at a turn's start.
+            Err(_) => return resolver.break_with(self.reentrant_error()),
+        };
+        match outcome {
+            Ok(value) => {
+                object.vat.end_turn(object, None);
+                resolver.resolve(value);
+            }
+            Err(panic) => {
+                let error = object.vat.end_turn(object, Some(panic));
+                resolver.break_with(error.unwrap_or_else(|| object.header.crashed_error()));
+            }
+        }
+    }
+}
