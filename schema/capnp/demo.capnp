@@ -43,4 +43,8 @@ interface Host {
   crash @5 (message :Text);
   # The host's method panics with `message`; the call breaks with a crashed error.
   echo @6 (value :UInt64) -> (value :UInt64);
+  # Returns `value`: the cheapest round trip.
+  pipelineOn @7 (host :Host, depth :UInt32) -> (depth :UInt32);
+  # Pipelines `host.chain().next()` `depth` times, then `depth()`, all without
+  # waiting, and returns the depth reached. At most 1000.
 }

@@ -6,4 +6,4 @@
 
 mod objects;
 
-pub use objects::{Counter, Greeter, Host, Link, Sequencer};
+pub use objects::{Counter, Greeter, Host, Link, Sequencer, MAX_PIPELINE_DEPTH};

@@ -131,6 +131,9 @@ impl sequencer::Server for Sequencer {
     }
 }
 
+/// The longest chain `Host::pipeline_on` builds for a caller.
+pub const MAX_PIPELINE_DEPTH: u32 = 1000;
+
 /// The bootstrap object of the example vats.
 #[derive(Debug)]
 pub struct Host {
@@ -209,6 +212,36 @@ impl host::Server for Host {
     ) -> Result<(), Error> {
         let message = params.get()?.get_message()?.to_str()?.to_owned();
         panic!("{message}");
+    }
+
+    async fn pipeline_on(
+        self: Rc<Self>,
+        params: host::PipelineOnParams,
+        mut results: host::PipelineOnResults,
+    ) -> Result<(), Error> {
+        let params = params.get()?;
+        let depth = params.get_depth();
+        if depth > MAX_PIPELINE_DEPTH {
+            return Err(crate::Error::new(
+                crate::ErrorKind::InvalidArgument,
+                format!("a chain of {depth} calls is longer than the {MAX_PIPELINE_DEPTH} allowed"),
+            )
+            .into());
+        }
+        let host = params.get_host()?;
+        let mut link = host.chain_request().send().pipeline.get_link();
+        for _ in 0..depth {
+            link = link.next_request().send().pipeline.get_link();
+        }
+        let reached = link
+            .depth_request()
+            .send()
+            .promise
+            .await?
+            .get()?
+            .get_depth();
+        results.get().set_depth(reached);
+        Ok(())
     }
 
     async fn echo(
