@@ -51,7 +51,10 @@ pub(crate) fn current() -> Option<Rc<VatCore>> {
 
 /// Whether this thread's vat is stopping (or there is no vat here at all).
 pub(crate) fn stopping() -> bool {
-    CURRENT.with(|c| c.borrow().as_ref().is_none_or(|core| core.stopping.get()))
+    // try_with: a resolver may be dropped while the thread's locals are torn down.
+    CURRENT
+        .try_with(|c| c.borrow().as_ref().is_none_or(|core| core.stopping.get()))
+        .unwrap_or(true)
 }
 
 pub(crate) fn install(core: Option<Rc<VatCore>>) {

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use capnp::capability::{FromServer, Promise};
 use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
 use futures::FutureExt;
+use tracing::Instrument;
 
 use crate::core::VatCore;
 use crate::error::Error;
@@ -150,10 +151,22 @@ impl ClientHook for Turns {
             vat: self.vat.clone(),
         };
         match started {
-            Ok(call) => Promise::from_future(async move {
-                let outcome = AssertUnwindSafe(call).catch_unwind().await;
-                turns.handle(outcome)
-            }),
+            Ok(call) => {
+                let span = tracing::trace_span!(
+                    "turn",
+                    vat = self.vat.name(),
+                    object = %self.header.id(),
+                    interface = interface_id,
+                    method = method_id
+                );
+                Promise::from_future(
+                    async move {
+                        let outcome = AssertUnwindSafe(call).catch_unwind().await;
+                        turns.handle(outcome)
+                    }
+                    .instrument(span),
+                )
+            }
             Err(panic) => Promise::err(turns.crashed(panic)),
         }
     }
