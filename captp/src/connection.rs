@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
-use crate::Limits;
+use crate::{Limits, PublicKey};
 
 /// Which end of a connection this vat is: the one that dialled or the one
 /// that accepted. Only the bootstrap exchange looks at it.
@@ -50,6 +50,7 @@ type Closure = Option<Result<(), String>>;
 /// [`close`]: Connection::close
 pub struct Connection {
     label: String,
+    peer_key: Option<PublicKey>,
     peer: capnp::capability::Client,
     closed: watch::Receiver<Closure>,
     disconnector: capnp_rpc::Disconnector<rpc_twoparty_capnp::Side>,
@@ -59,6 +60,7 @@ impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("peer", &self.label)
+            .field("peer_key", &self.peer_key)
             .field("closed", &self.closed.borrow().is_some())
             .finish()
     }
@@ -69,12 +71,31 @@ impl Connection {
     /// the peer. `label` names the peer in logs.
     ///
     /// Must be called on a thread running a tokio `LocalSet` (inside a vat).
+    ///
+    /// The stream is taken as it is: the connection knows no
+    /// [`peer_key`](Connection::peer_key). Authenticated connections come
+    /// from [`tls`](crate::tls).
     pub fn open<S>(
         stream: S,
         side: Side,
         bootstrap: Option<capnp::capability::Client>,
         limits: Limits,
         label: impl Into<String>,
+    ) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + 'static,
+    {
+        Connection::open_proven(stream, side, bootstrap, limits, label, None)
+    }
+
+    /// [`Connection::open`] on a stream whose peer proved `peer_key`.
+    pub(crate) fn open_proven<S>(
+        stream: S,
+        side: Side,
+        bootstrap: Option<capnp::capability::Client>,
+        limits: Limits,
+        label: impl Into<String>,
+        peer_key: Option<PublicKey>,
     ) -> Connection
     where
         S: AsyncRead + AsyncWrite + 'static,
@@ -91,7 +112,12 @@ impl Connection {
         let peer: capnp::capability::Client = system.bootstrap(side.theirs());
         let disconnector = system.get_disconnector();
         let (tx, closed) = watch::channel(None);
-        let span = tracing::info_span!("connection", peer = %label, side = ?side);
+        let span = tracing::info_span!(
+            "connection",
+            peer = %label,
+            side = ?side,
+            peer_key = ?peer_key
+        );
         tokio::task::spawn_local(
             async move {
                 tracing::debug!("session open");
@@ -107,6 +133,7 @@ impl Connection {
         );
         Connection {
             label,
+            peer_key,
             peer,
             closed,
             disconnector,
@@ -123,6 +150,16 @@ impl Connection {
     /// The label given when the connection was opened (usually the peer's address).
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The ed25519 key the peer proved when the connection was made, if any.
+    ///
+    /// `Some` for a connection made through [`tls`](crate::tls) with a peer
+    /// that proved its key: always when dialling, and when accepting a caller
+    /// that presented a certificate. `None` for an anonymous TLS caller, and
+    /// for plain TCP and in-memory pipes, which prove nothing.
+    pub fn peer_key(&self) -> Option<PublicKey> {
+        self.peer_key
     }
 
     /// Whether the session has ended.

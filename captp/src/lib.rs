@@ -2,9 +2,17 @@
 //!
 //! A [`Connection`] runs one Cap'n Proto RPC session (the two-party protocol
 //! of capnp-rpc, with promise pipelining and embargoes) over any byte stream:
-//! a TCP socket from [`dial`] or a [`Listener`], or one end of an in-memory
+//! a TLS connection from [`tls::dial`] or a [`tls::TlsListener`], a plain TCP
+//! socket from [`dial`] or a [`Listener`], or one end of an in-memory
 //! [`pipe`] between two vats of the same process. Each side may offer a
 //! bootstrap capability; the other side gets it from [`Connection::peer`].
+//!
+//! Each vat has an [`Identity`], an ed25519 key pair kept in its data folder,
+//! whose [`PublicKey`] names it. Over [`tls`], a dialler reaches a vat only if
+//! it proves the key dialled, and a caller may prove its own key to the vat
+//! it calls ([`Connection::peer_key`]); see the [`tls`] module for the
+//! scheme. Plain TCP proves nothing and hides nothing, and logs a warning
+//! saying so.
 //!
 //! Everything read from the network is bounded by [`Limits`]: a message larger
 //! than the limit, or nested deeper, ends the connection with a clear error and
@@ -26,12 +34,17 @@
 
 mod connection;
 mod error;
+mod identity;
 mod limits;
 mod pipe;
+mod public_key;
 mod tcp;
+pub mod tls;
 
 pub use connection::{Connection, Side};
 pub use error::NetError;
+pub use identity::{Identity, IdentityError};
 pub use limits::Limits;
 pub use pipe::{pipe, PipeEnd};
+pub use public_key::PublicKey;
 pub use tcp::{dial, Listener};

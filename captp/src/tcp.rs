@@ -7,12 +7,18 @@ use crate::{Connection, Limits, NetError, Side};
 /// Dials `addr` over plain TCP and starts an RPC session, offering
 /// `bootstrap` (if any) to the peer.
 ///
+/// The connection is neither authenticated nor encrypted (and a warning says
+/// so in the log): anyone on the path can read and change it, and the peer
+/// may be any program. Use [`tls::dial`](crate::tls::dial) between vats;
+/// plain TCP is for trusted networks and tests.
+///
 /// Must be awaited inside a vat.
 pub async fn dial(
     addr: SocketAddr,
     bootstrap: Option<capnp::capability::Client>,
     limits: Limits,
 ) -> Result<Connection, NetError> {
+    tracing::warn!(%addr, "{PLAIN_TCP_WARNING}");
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| NetError::Dial { addr, source })?;
@@ -26,7 +32,15 @@ pub async fn dial(
     ))
 }
 
+/// What is logged, once per dial and per listener, about plain TCP.
+const PLAIN_TCP_WARNING: &str =
+    "plain TCP: this connection is neither authenticated nor encrypted (use captp::tls)";
+
 /// A listening TCP socket whose accepted connections are RPC sessions.
+///
+/// Its connections are neither authenticated nor encrypted (a warning says
+/// so in the log when it is bound). Use [`TlsListener`](crate::tls::TlsListener)
+/// between vats; plain TCP is for trusted networks and tests.
 #[derive(Debug)]
 pub struct Listener {
     socket: TcpListener,
@@ -40,6 +54,7 @@ impl Listener {
             .await
             .map_err(|source| NetError::Bind { addr, source })?;
         let addr = socket.local_addr()?;
+        tracing::warn!(%addr, "{PLAIN_TCP_WARNING}");
         Ok(Listener { socket, addr })
     }
 

@@ -10,7 +10,14 @@
 #![forbid(unsafe_code)]
 
 /// Generated from `schema/capnp/demo.capnp`.
-#[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unused_qualifications
+)]
 pub mod demo_capnp {
     include!(concat!(env!("OUT_DIR"), "/demo_capnp.rs"));
 }

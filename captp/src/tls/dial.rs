@@ -1,0 +1,68 @@
+//! Dialling a vat whose key is known.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::error::{check_protocol, explain, Explained, HandshakeError};
+use super::{config, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::{Connection, Identity, Limits, NetError, PublicKey, Side};
+
+/// Dials the vat `expected` at `addr` over TLS and starts an RPC session,
+/// offering `offer` (if any) to it.
+///
+/// The connection is made only if the peer proves it holds the private key
+/// of `expected`; otherwise dialling fails with [`NetError::NotThatVat`] (it
+/// proved another key) or [`NetError::Handshake`] (it proved nothing: no
+/// usable certificate, no TLS, wrong protocol, or no answer within
+/// [`DEFAULT_HANDSHAKE_TIMEOUT`]). With `identity` this vat proves its own
+/// key to the peer; with `None` it connects anonymously.
+///
+/// The returned connection's [`peer_key`](Connection::peer_key) is
+/// `Some(expected)`. Must be awaited inside a vat.
+///
+/// In TLS 1.3 the client's certificate is checked after the client has
+/// finished its side of the handshake, so if the peer refuses this vat's
+/// certificate, dialling succeeds and the session then ends with the peer's
+/// alert as its error.
+pub async fn dial(
+    addr: SocketAddr,
+    expected: PublicKey,
+    identity: Option<&Identity>,
+    offer: Option<capnp::capability::Client>,
+    limits: Limits,
+) -> Result<Connection, NetError> {
+    let connector = TlsConnector::from(Arc::new(config::client(expected, identity)?));
+    let server_name = config::server_name()?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| NetError::Dial { addr, source })?;
+    stream.set_nodelay(true)?;
+    let failed = |reason| NetError::Handshake { addr, reason };
+    let handshake = connector.connect(server_name, stream);
+    let stream = match tokio::time::timeout(DEFAULT_HANDSHAKE_TIMEOUT, handshake).await {
+        Err(_elapsed) => return Err(failed(HandshakeError::TimedOut(DEFAULT_HANDSHAKE_TIMEOUT))),
+        Ok(Err(error)) => {
+            return Err(match explain(error) {
+                Explained::NotThatVat { found } => NetError::NotThatVat {
+                    addr,
+                    expected,
+                    found,
+                },
+                Explained::Failed(reason) => failed(reason),
+            })
+        }
+        Ok(Ok(stream)) => stream,
+    };
+    check_protocol(stream.get_ref().1.alpn_protocol()).map_err(failed)?;
+    Ok(Connection::open_proven(
+        stream,
+        Side::Dialer,
+        offer,
+        limits,
+        addr.to_string(),
+        Some(expected),
+    ))
+}
