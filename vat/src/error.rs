@@ -133,6 +133,14 @@ impl From<capnp::Error> for Error {
             capnp::ErrorKind::Unimplemented => ErrorKind::Unimplemented,
             capnp::ErrorKind::Overloaded => ErrorKind::Overloaded,
             capnp::ErrorKind::Failed => ErrorKind::Failed,
+            // The byte stream ended mid-message, or (TLS) without its closing
+            // alert: the peer's vat stopped or the link died.
+            capnp::ErrorKind::PrematureEndOfFile => {
+                return Error::new(
+                    ErrorKind::Disconnected,
+                    format!("the connection ended abruptly: {reason}"),
+                )
+            }
             // Every other kind is a decoding error: the message did not match the schema.
             _ => return Error::new(ErrorKind::InvalidArgument, error.to_string()),
         };
@@ -180,6 +188,14 @@ mod tests {
             wire.extra = format!("remote exception: {}", wire.extra);
             assert_eq!(Error::from(wire), original, "{kind}");
         }
+    }
+
+    #[test]
+    fn a_stream_that_ends_abruptly_is_a_disconnection() {
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no close_notify");
+        let error = Error::from(capnp::Error::from(eof));
+        assert_eq!(error.kind(), ErrorKind::Disconnected);
+        assert!(error.message().contains("no close_notify"), "{error}");
     }
 
     #[test]

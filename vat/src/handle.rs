@@ -301,16 +301,9 @@ impl VatHandle {
         F: FnOnce() -> T + Send + 'static,
         T: 'static,
     {
-        let shared = self.shared.clone();
         self.run(move || {
             let object = crate::spawn(make());
-            let id = object.id();
-            current().core.pin(id, object.into_any());
-            Root {
-                id,
-                vat: Arc::downgrade(&shared),
-                _type: PhantomData,
-            }
+            current().root(&object)
         })
     }
 
@@ -449,6 +442,34 @@ impl LocalVat {
             .shared
             .upgrade()
             .map(|shared| VatHandle { shared })
+    }
+
+    /// Pins `object` and returns a [`Root`] for it: a `Send` token that
+    /// keeps the object alive and lets code outside the vat hand it back in
+    /// (as [`VatHandle::spawn`] does for objects built from outside).
+    ///
+    /// ```
+    /// struct Notes(Vec<String>);
+    /// let vat = vat::VatHandle::start("doc").unwrap();
+    /// let root = vat.run(|| {
+    ///     let notes = vat::spawn(Notes(Vec::new()));
+    ///     vat::current().root(&notes)
+    /// }).wait().unwrap();
+    /// let n = vat.run(move || {
+    ///     let notes = root.get().unwrap();
+    ///     notes.call(|n| { n.0.push("kept".into()); n.0.len() }).unwrap()
+    /// }).wait().unwrap();
+    /// assert_eq!(n, 1);
+    /// vat.stop().unwrap();
+    /// ```
+    pub fn root<T: 'static>(&self, object: &Ref<T>) -> Root<T> {
+        let id = object.id();
+        self.core.pin(id, object.clone().into_any());
+        Root {
+            id,
+            vat: self.core.shared.clone(),
+            _type: PhantomData,
+        }
     }
 
     /// Stops this vat once the current turn ends.

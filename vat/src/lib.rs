@@ -60,7 +60,11 @@ pub use heap::{ObjectId, ObjectInfo, ObjectKind, ObjectState};
 pub use promise::{promise, Promise, Resolver};
 pub use reference::Ref;
 
-/// Connections between vats: TCP and in-memory pipes carrying Cap'n Proto RPC.
+/// Connections between vats: mutually authenticated TLS, plain TCP and
+/// in-memory pipes carrying Cap'n Proto RPC (the `captp` crate).
 pub mod net {
-    pub use captp::{dial, pipe, Connection, Limits, Listener, NetError, PipeEnd, Side};
+    pub use captp::{
+        dial, pipe, tls, Connection, Identity, IdentityError, Limits, Listener, NetError, PipeEnd,
+        PublicKey, Side,
+    };
 }
