@@ -144,9 +144,7 @@ impl VatCore {
 
     /// Records that a panic unwound through a near call of `entry`.
     pub(crate) fn note_unwound(&self, entry: Rc<dyn HeapEntry>) {
-        entry
-            .header()
-            .mark_crashed("a panic unwound through one of its near calls");
+        entry.crash("a panic unwound through one of its near calls");
         self.unwound.borrow_mut().push(entry);
     }
 
@@ -171,10 +169,10 @@ impl VatCore {
         let payload = panic?;
         let reason = panic_message(payload.as_ref());
         for entry in unwound.into_iter().flatten() {
-            entry.header().mark_crashed(&reason);
+            entry.crash(&reason);
         }
+        target.crash(&reason);
         let header = target.header();
-        header.mark_crashed(&reason);
         tracing::warn!(
             vat = %self.name,
             object = %header.id(),

@@ -127,6 +127,13 @@ impl Header {
 /// Anything the heap records: it has a header.
 pub(crate) trait HeapEntry {
     fn header(&self) -> &Header;
+
+    /// Marks the object crashed with `reason`. Objects with a value of their
+    /// own also lock it for good, so near calls refuse it without looking at
+    /// the header on their fast path.
+    fn crash(&self, reason: &str) {
+        self.header().mark_crashed(reason);
+    }
 }
 
 impl HeapEntry for Header {

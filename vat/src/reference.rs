@@ -1,7 +1,7 @@
 //! Near references: objects of the same vat, called synchronously or sent to
 //! eventually.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,6 +23,17 @@ pub(crate) struct Object<T> {
 impl<T> HeapEntry for Object<T> {
     fn header(&self) -> &Header {
         &self.header
+    }
+
+    fn crash(&self, reason: &str) {
+        self.header.mark_crashed(reason);
+        // Leave the value borrowed for good: every later near call then fails
+        // its borrow and, on that slow path only, finds the object crashed.
+        // Callers release their own borrow first (see `CrashOnUnwind`), and
+        // marking an object twice finds it locked already.
+        if let Ok(value) = self.value.try_borrow_mut() {
+            std::mem::forget(value);
+        }
     }
 }
 
@@ -74,13 +85,21 @@ impl<T> fmt::Debug for Ref<T> {
     }
 }
 
-/// Marks an object crashed if a panic unwinds through its near call. Defused
-/// with `mem::forget` on the normal path, so it costs nothing there.
-struct CrashOnUnwind<'a, T: 'static>(&'a Rc<Object<T>>);
+/// Holds an object's value during a near call and marks the object crashed
+/// if a panic unwinds through the call. The normal path takes the borrow back
+/// out, which leaves nothing for `drop` to do; the compiler sees through it.
+struct CrashOnUnwind<'a, T: 'static> {
+    object: &'a Rc<Object<T>>,
+    value: Option<RefMut<'a, T>>,
+}
 
 impl<T> Drop for CrashOnUnwind<'_, T> {
     fn drop(&mut self) {
-        self.0.vat.note_unwound(self.0.clone());
+        if let Some(value) = self.value.take() {
+            // Release the borrow first, so that marking can lock the value.
+            drop(value);
+            self.object.vat.note_unwound(self.object.clone());
+        }
     }
 }
 
@@ -151,17 +170,32 @@ impl<T: 'static> Ref<T> {
     #[inline]
     pub fn call<R>(&self, method: impl FnOnce(&mut T) -> R) -> Result<R, Error> {
         let object = &self.object;
-        if object.header.is_crashed() {
-            return Err(object.header.crashed_error());
-        }
-        let mut value = object
-            .value
-            .try_borrow_mut()
-            .map_err(|_| self.reentrant_error())?;
-        let guard = CrashOnUnwind(object);
-        let result = method(&mut value);
-        std::mem::forget(guard);
+        // A crashed object's value stays borrowed (see `Object::crash`), so
+        // one borrow check refuses both a crashed and a running object.
+        let Ok(value) = object.value.try_borrow_mut() else {
+            return Err(self.refused());
+        };
+        let mut guard = CrashOnUnwind {
+            object,
+            value: Some(value),
+        };
+        let result = match guard.value.as_deref_mut() {
+            Some(value) => method(value),
+            None => return Err(self.refused()),
+        };
+        guard.value = None;
         Ok(result)
+    }
+
+    /// Why a near call could not borrow the object.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self) -> Error {
+        if self.object.header.is_crashed() {
+            self.object.header.crashed_error()
+        } else {
+            self.reentrant_error()
+        }
     }
 
     #[cold]
@@ -273,5 +307,108 @@ impl<T: 'static> Ref<T> {
                 resolver.break_with(error.unwrap_or_else(|| object.header.crashed_error()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ErrorKind, ObjectState, VatHandle};
+
+    struct Cell(u32);
+
+    #[test]
+    fn a_running_object_refuses_a_near_call_as_reentrant() {
+        let vat = VatHandle::start("reentrant").unwrap();
+        let kind = vat
+            .run(|| {
+                let cell = crate::spawn(Cell(0));
+                let inner = cell.clone();
+                cell.call(move |_| inner.call(|c| c.0).unwrap_err().kind())
+                    .unwrap()
+            })
+            .wait()
+            .unwrap();
+        assert_eq!(kind, ErrorKind::Reentrant);
+        vat.stop().unwrap();
+    }
+
+    #[test]
+    fn a_panic_through_a_near_call_outside_any_turn_crashes_the_object() {
+        let vat = VatHandle::start("unwound").unwrap();
+        let root = vat.spawn(|| Cell(0)).wait().unwrap();
+        let root = std::sync::Arc::new(root);
+        let inside = root.clone();
+        // `run` catches the panic itself: no turn ends in between.
+        let ran = vat
+            .run(move || {
+                inside.get().unwrap().call(|_| panic!("boom")).unwrap();
+            })
+            .wait();
+        assert_eq!(ran.unwrap_err().kind(), ErrorKind::Crashed);
+        let (kind, crashed, state) = vat
+            .run(move || {
+                let cell = root.get().unwrap();
+                let kind = cell.call(|c| c.0).unwrap_err().kind();
+                (kind, cell.is_crashed(), cell.info().state)
+            })
+            .wait()
+            .unwrap();
+        assert_eq!(kind, ErrorKind::Crashed);
+        assert!(crashed);
+        assert!(matches!(state, ObjectState::Crashed { .. }));
+        vat.stop().unwrap();
+    }
+
+    #[test]
+    fn a_panic_in_a_turn_crashes_its_target_and_every_object_it_unwound_through() {
+        let vat = VatHandle::start("turn").unwrap();
+        let kinds = vat
+            .run_async(|| async {
+                let outer = crate::spawn(Cell(0));
+                let middle = crate::spawn(Cell(0));
+                let inner = middle.clone();
+                let sent = outer.send(move |_| {
+                    inner.call(|_| panic!("deep")).unwrap();
+                });
+                let turn = sent.await.unwrap_err().kind();
+                let outer_call = outer.call(|c| c.0).unwrap_err();
+                let middle_call = middle.call(|c| c.0).unwrap_err();
+                assert!(outer_call.to_string().contains("deep"));
+                assert!(middle_call.to_string().contains("deep"));
+                let later = outer.send(|c| c.0).await.unwrap_err().kind();
+                (turn, outer_call.kind(), middle_call.kind(), later)
+            })
+            .wait()
+            .unwrap();
+        assert_eq!(
+            kinds,
+            (
+                ErrorKind::Crashed,
+                ErrorKind::Crashed,
+                ErrorKind::Crashed,
+                ErrorKind::Crashed
+            )
+        );
+        vat.stop().unwrap();
+    }
+
+    #[test]
+    fn a_healthy_object_takes_near_calls_after_a_refused_one() {
+        let vat = VatHandle::start("healthy").unwrap();
+        let n = vat
+            .run(|| {
+                let cell = crate::spawn(Cell(1));
+                let inner = cell.clone();
+                cell.call(move |c| {
+                    assert!(inner.call(|c| c.0).is_err());
+                    c.0 += 1;
+                })
+                .unwrap();
+                cell.call(|c| c.0).unwrap()
+            })
+            .wait()
+            .unwrap();
+        assert_eq!(n, 2);
+        vat.stop().unwrap();
     }
 }
