@@ -281,8 +281,8 @@ async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duratio
 #[derive(Debug)]
 pub struct PeerProcess {
     child: Child,
-    // Held so that the peer sees its stdin close only when the guard goes.
-    _stdin: Option<ChildStdin>,
+    // Held so that the peer sees its stdin close only when asked to finish.
+    stdin: Option<ChildStdin>,
     addr: SocketAddr,
 }
 
@@ -302,7 +302,7 @@ impl PeerProcess {
         // guard while panicking below still kills it.
         let mut peer = PeerProcess {
             child,
-            _stdin: stdin,
+            stdin,
             addr: loopback(),
         };
         let (line_tx, line_rx) = mpsc::channel();
@@ -326,6 +326,19 @@ impl PeerProcess {
     /// The address the peer's vat listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Closes the peer's standard input, which asks it to stop its vat and
+    /// exit, and waits up to `patience` for it to do so. Returns its exit
+    /// status, or `None` if it is still running (the guard kills it later).
+    pub fn finish(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        drop(self.stdin.take());
+        let mut status = None;
+        eventually(patience, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
 
     /// Kills the peer process and waits until it is gone.
