@@ -118,7 +118,8 @@ fn a_panicking_far_object_crashes_alone() {
     let bob = VatHandle::start("bob").unwrap();
     let route = serve_host(&bob, "bob", Transport::Pipe);
 
-    let (crash, adds, later, totals) = alice
+    let bob_seen_from_alice = bob.clone();
+    let (crash, adds, later, totals, heap) = alice
         .run_async(move || async move {
             let connection = route.connect(None).await;
             let host: host::Client = connection.peer();
@@ -158,7 +159,10 @@ fn a_panicking_far_object_crashes_alone() {
                 let response = counter.get_request().send().promise.await.unwrap();
                 totals.push(response.get().unwrap().get_value());
             }
-            (crash, adds, later, totals)
+            // Bob's heap, taken while alice still holds the counters (once
+            // she lets go, bob releases them).
+            let heap = bob_seen_from_alice.heap().await.unwrap();
+            (crash, adds, later, totals, heap)
         })
         .wait()
         .unwrap();
@@ -176,7 +180,6 @@ fn a_panicking_far_object_crashes_alone() {
     assert_eq!(refused.kind(), ErrorKind::Crashed, "{refused}");
     assert_eq!(totals, vec![(CALLS / COUNTERS as u64) as i64; COUNTERS]);
 
-    let heap = bob.heap().wait().unwrap();
     let host = heap
         .iter()
         .find(|o| o.type_name.ends_with("demo::objects::Host"))
