@@ -1,7 +1,9 @@
 //! Crash isolation: an object that panics breaks only its caller's promise
 //! (with a `Crashed` error naming the object and the panic) and refuses
 //! further messages; every other object of its vat goes on, including those
-//! whose messages were queued around the fatal turn.
+//! whose messages were queued around the fatal turn. Objects whose near call
+//! the panic unwound through crash with it, and a panic after an `.await`
+//! counts like any other.
 
 use std::sync::Arc;
 
@@ -108,6 +110,87 @@ fn a_panicking_near_object_crashes_alone() {
     }
     // The vat itself is fine.
     assert_eq!(alice.run(|| 1 + 1).wait().unwrap(), 2);
+    alice.stop().unwrap();
+}
+
+/// Holds a bomb and near-calls it from inside its own methods.
+struct Holder {
+    bomb: Ref<Bomb>,
+}
+
+#[test]
+fn a_panic_crashes_every_object_whose_near_call_it_unwinds_through() {
+    let alice = VatHandle::start("alice").unwrap();
+    let (error, holder_crashed, bomb_crashed, refused, bystander) = alice
+        .run_async(|| async {
+            let bomb = vat::spawn(Bomb { fuse: FUSE });
+            let holder = vat::spawn(Holder { bomb: bomb.clone() });
+            let bystander = vat::spawn(Tally::default());
+            let error = holder
+                .send(|h| h.bomb.call(Bomb::explode))
+                .await
+                .unwrap_err();
+            let refused = holder.send(|h| h.bomb.id()).await.unwrap_err();
+            let bystander = bystander
+                .send(|t| {
+                    t.count += 1;
+                    t.count
+                })
+                .await;
+            (
+                error,
+                holder.is_crashed(),
+                bomb.is_crashed(),
+                refused,
+                bystander,
+            )
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(error.kind(), ErrorKind::Crashed, "{error}");
+    assert!(error.message().contains("Holder"), "{error}");
+    assert!(error.message().contains(FUSE), "{error}");
+    assert!(holder_crashed, "the object whose turn panicked");
+    assert!(
+        bomb_crashed,
+        "the object whose near call the panic left half-way"
+    );
+    assert_eq!(refused.kind(), ErrorKind::Crashed, "{refused}");
+    assert_eq!(bystander, Ok(1));
+    alice.stop().unwrap();
+}
+
+/// Panics: the end of a future that was to produce a number.
+fn explode_later() -> u32 {
+    panic!("{FUSE} after an await")
+}
+
+#[test]
+fn a_panic_after_an_await_crashes_the_object_too() {
+    let alice = VatHandle::start("alice").unwrap();
+    let (error, crashed, refused, bystander) = alice
+        .run_async(|| async {
+            let slow = vat::spawn(Tally::default());
+            let bystander = vat::spawn(Tally::default());
+            let error = slow
+                .send_async(|_| async {
+                    tokio::task::yield_now().await;
+                    explode_later()
+                })
+                .await
+                .unwrap_err();
+            let refused = slow.send(|t| t.count).await.unwrap_err();
+            let bystander = bystander.send(|t| t.count).await;
+            (error, slow.is_crashed(), refused, bystander)
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(error.kind(), ErrorKind::Crashed, "{error}");
+    assert!(error.message().contains("after an await"), "{error}");
+    assert!(error.message().contains("Tally"), "{error}");
+    assert!(crashed);
+    assert_eq!(refused.kind(), ErrorKind::Crashed, "{refused}");
+    assert_eq!(bystander, Ok(0));
     alice.stop().unwrap();
 }
 

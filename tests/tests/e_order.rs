@@ -243,11 +243,12 @@ fn sends_to_a_far_promise_keep_their_order_across_its_resolution() {
     bob.stop().unwrap();
 }
 
-#[test]
-fn sends_to_a_promise_that_resolves_back_home_arrive_in_order() {
+/// Alice pipelines pushes on bob's reflection of her own sequencer, over
+/// `transport`: half before the promise resolves back home, half after.
+fn resolves_back_home(transport: Transport) {
     let alice = VatHandle::start("alice").unwrap();
     let bob = VatHandle::start("bob").unwrap();
-    let route = serve_host(&bob, "bob", Transport::Pipe);
+    let route = serve_host(&bob, "bob", transport);
     let (report, heap) = alice
         .run_async(move || async move {
             let connection = route.connect(None).await;
@@ -294,4 +295,14 @@ fn sends_to_a_promise_that_resolves_back_home_arrive_in_order() {
     );
     alice.stop().unwrap();
     bob.stop().unwrap();
+}
+
+#[test]
+fn sends_to_a_promise_that_resolves_back_home_arrive_in_order_over_a_pipe() {
+    resolves_back_home(Transport::Pipe);
+}
+
+#[test]
+fn sends_to_a_promise_that_resolves_back_home_arrive_in_order_over_tcp() {
+    resolves_back_home(Transport::Tcp);
 }
