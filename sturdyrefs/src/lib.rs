@@ -15,6 +15,9 @@
 //! - [`LocationHint`], where a vat may be reached;
 //! - [`SturdyRef`] and the token format below, with a parser that names
 //!   exactly what is wrong in a bad token ([`ParseError`]);
+//! - [`TokenRecord`] and the [`Store`] trait with its default backend
+//!   [`RedbStore`]: minting, lookup, revocation, expiry, binding to a vat,
+//!   and persistent object state committed in ACID transactions.
 //!
 //! # The token format
 //!
@@ -80,16 +83,49 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Records and the store
+//!
+//! A store keeps a [`TokenRecord`] per token, under the token's
+//! [`SwissHash`]: the object it reaches, when it was made, when it
+//! expires, the vat it is bound to, whether it was revoked. The swiss
+//! number itself is never stored: [`Store::mint`] hands it to the caller
+//! and keeps its hash; [`Store::lookup`] hashes what is presented and
+//! looks the hash up. A token bound to one vat and presented by another is
+//! reported [`Lookup::Unknown`], exactly like a token that never existed.
+//!
+//! ```
+//! use sturdyrefs::{Lookup, MintOptions, ObjectRef, RedbStore, Store};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store = RedbStore::open(dir.path().join("vat.redb"))?;
+//! let counter = ObjectRef::new("counter", 1)?;
+//!
+//! let minted = store.mint(counter.clone(), MintOptions::default())?;
+//! assert!(matches!(store.lookup(&minted.swiss, None)?, Lookup::Found(r) if r.object == counter));
+//!
+//! store.put_state(&counter, b"42")?;
+//! store.revoke(&minted.record.swiss_hash)?;
+//! assert_eq!(store.lookup(&minted.swiss, None)?, Lookup::Revoked);
+//! assert_eq!(store.get_state(&counter)?.as_deref(), Some(&b"42"[..]));
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod error;
 mod hint;
+mod record;
+mod store;
 mod swiss;
 mod token;
 mod vat_id;
 
 pub use error::{HintError, ParseError, SwissError, TokenError, VatIdError};
 pub use hint::{DnsName, Host, LocationHint};
+pub use record::{KindError, Lookup, MintOptions, Minted, ObjectRef, TokenRecord, MAX_KIND_LEN};
+pub use store::{RedbStore, StateBatch, StateChange, Store, StoreError};
 pub use swiss::{RandomError, SwissHash, SwissNumber};
 pub use token::{SturdyRef, MAX_HINTS, MAX_TOKEN_LEN, SCHEME};
 pub use vat_id::VatId;
