@@ -6,6 +6,8 @@
 //!
 //! - [`demo_capnp`]: the example interfaces used by `vat demo`, the examples,
 //!   the tests and the benchmarks.
+//! - [`gateway_capnp`]: how holders of sturdyref tokens restore them into live
+//!   capabilities.
 
 #![forbid(unsafe_code)]
 
@@ -20,4 +22,17 @@
 )]
 pub mod demo_capnp {
     include!(concat!(env!("OUT_DIR"), "/demo_capnp.rs"));
+}
+
+/// Generated from `schema/capnp/gateway.capnp`.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unused_qualifications
+)]
+pub mod gateway_capnp {
+    include!(concat!(env!("OUT_DIR"), "/gateway_capnp.rs"));
 }

@@ -24,6 +24,13 @@ pub enum ErrorKind {
     /// A near call reached an object already running further up the same
     /// call stack; Rust's aliasing rules forbid re-entering it.
     Reentrant,
+    /// A sturdyref names nothing this vat will restore: it was never minted
+    /// here, or it is bound to another vat than the caller.
+    UnknownToken,
+    /// The sturdyref was revoked; references restored from it are dead.
+    Revoked,
+    /// The sturdyref's lifetime is over; references restored from it are dead.
+    Expired,
     /// Any other failure the target reported.
     Failed,
 }
@@ -37,6 +44,9 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => Some("[invalid argument] "),
             ErrorKind::VatStopped => Some("[vat stopped] "),
             ErrorKind::Reentrant => Some("[reentrant] "),
+            ErrorKind::UnknownToken => Some("[unknown token] "),
+            ErrorKind::Revoked => Some("[revoked] "),
+            ErrorKind::Expired => Some("[expired] "),
             _ => None,
         }
     }
@@ -52,6 +62,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::VatStopped => "vat stopped",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Reentrant => "reentrant call",
+            ErrorKind::UnknownToken => "unknown token",
+            ErrorKind::Revoked => "revoked",
+            ErrorKind::Expired => "expired",
             ErrorKind::Failed => "failed",
         })
     }
@@ -102,6 +115,17 @@ impl Error {
     }
 }
 
+/// The kinds that travel as a tag in an exception's reason.
+const TAGGED: [ErrorKind; 7] = [
+    ErrorKind::Crashed,
+    ErrorKind::InvalidArgument,
+    ErrorKind::VatStopped,
+    ErrorKind::Reentrant,
+    ErrorKind::UnknownToken,
+    ErrorKind::Revoked,
+    ErrorKind::Expired,
+];
+
 /// Strips the prefixes capnp-rpc adds to an exception each time it crosses a
 /// connection, leaving the reason the object gave.
 fn strip_remote(mut reason: &str) -> &str {
@@ -114,14 +138,7 @@ fn strip_remote(mut reason: &str) -> &str {
 impl From<capnp::Error> for Error {
     fn from(error: capnp::Error) -> Error {
         let reason = strip_remote(&error.extra);
-        let tagged = [
-            ErrorKind::Crashed,
-            ErrorKind::InvalidArgument,
-            ErrorKind::VatStopped,
-            ErrorKind::Reentrant,
-        ]
-        .into_iter()
-        .find_map(|kind| {
+        let tagged = TAGGED.into_iter().find_map(|kind| {
             let tag = kind.wire_tag()?;
             reason.strip_prefix(tag).map(|rest| (kind, rest))
         });
@@ -161,6 +178,9 @@ impl From<Error> for capnp::Error {
             ErrorKind::Crashed
             | ErrorKind::InvalidArgument
             | ErrorKind::Reentrant
+            | ErrorKind::UnknownToken
+            | ErrorKind::Revoked
+            | ErrorKind::Expired
             | ErrorKind::Failed => capnp::Error::failed(reason),
         }
     }
@@ -180,6 +200,9 @@ mod tests {
             ErrorKind::VatStopped,
             ErrorKind::Overloaded,
             ErrorKind::Reentrant,
+            ErrorKind::UnknownToken,
+            ErrorKind::Revoked,
+            ErrorKind::Expired,
             ErrorKind::Failed,
         ] {
             let original = Error::new(kind, "details");

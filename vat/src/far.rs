@@ -72,6 +72,23 @@ where
     }))
 }
 
+/// A request whose call lands in `hook.call`.
+///
+/// capnp-rpc builds local requests only for its own hook types, which would
+/// call the server directly and skip a wrapping hook. Routing the request
+/// through a forwarding client makes it land in the wrapper's `call` instead.
+pub(crate) fn request_through(
+    hook: Box<dyn ClientHook>,
+    interface_id: u64,
+    method_id: u16,
+    size_hint: Option<capnp::MessageSize>,
+) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
+    let me = capnp::capability::Client::new(hook);
+    let front: capnp::capability::Client =
+        capnp_rpc::new_future_client(futures::future::ready(Ok(me)));
+    front.hook.new_call(interface_id, method_id, size_hint)
+}
+
 /// Wraps a local server's client so that every call to it is a turn.
 struct Turns {
     inner: Box<dyn ClientHook>,
@@ -122,13 +139,7 @@ impl ClientHook for Turns {
         method_id: u16,
         size_hint: Option<capnp::MessageSize>,
     ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
-        // capnp-rpc builds local requests only for its own hook types, which
-        // would call the server directly. Route this vat's own calls through
-        // a forwarding client whose calls land in `Turns::call` instead.
-        let me = capnp::capability::Client::new(self.add_ref());
-        let front: capnp::capability::Client =
-            capnp_rpc::new_future_client(futures::future::ready(Ok(me)));
-        front.hook.new_call(interface_id, method_id, size_hint)
+        request_through(self.add_ref(), interface_id, method_id, size_hint)
     }
 
     fn call(

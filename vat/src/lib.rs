@@ -52,6 +52,7 @@ mod handle;
 mod heap;
 mod promise;
 mod reference;
+pub mod sturdy;
 
 pub use error::{Error, ErrorKind};
 pub use far::export;

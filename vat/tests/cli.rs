@@ -1,5 +1,8 @@
 //! The `vat` command-line tool, run as a real process.
 
+// Test scaffolding: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn vat() -> Command {

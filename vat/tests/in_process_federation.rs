@@ -1,5 +1,8 @@
 //! Two vats of one process joined by an in-memory pipe exchange capabilities.
 
+// Test scaffolding: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use schema::demo_capnp::{callback, counter, host};
 use vat::demo::{Greeter, Host};
 use vat::net::{pipe, Connection, Limits, Side};

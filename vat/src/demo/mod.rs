@@ -4,6 +4,9 @@
 //! small Cap'n Proto server; [`Host`] is the bootstrap object that hands out
 //! the others.
 
+mod durable;
 mod objects;
+
+pub use durable::DurableCounter;
 
 pub use objects::{Counter, Greeter, Host, Link, Sequencer, MAX_PIPELINE_DEPTH};

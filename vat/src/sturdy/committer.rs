@@ -1,0 +1,184 @@
+//! Group commit: a thread beside the vat that writes to the store, so the
+//! vat's loop never waits on a disk flush, and that folds the state changes
+//! queued while it was flushing into one transaction.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use futures::channel::oneshot;
+use sturdyrefs::{MintOptions, Minted, ObjectRef, StateBatch, Store, StoreError, SwissHash};
+
+use crate::error::{Error, ErrorKind};
+
+/// The most state changes folded into one transaction.
+const MAX_BATCH: usize = 4096;
+
+type Ack<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Job {
+    Put {
+        object: ObjectRef,
+        bytes: Vec<u8>,
+        ack: Ack<()>,
+    },
+    Mint {
+        object: ObjectRef,
+        options: MintOptions,
+        ack: Ack<Minted>,
+    },
+    Revoke {
+        hash: SwissHash,
+        ack: Ack<bool>,
+    },
+}
+
+/// The vat's side of the commit thread. Dropping it ends the thread once
+/// the jobs already queued are done, and waits for that.
+pub(crate) struct Committer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    pub(crate) fn start(store: Arc<dyn Store>, vat: &str) -> Result<Committer, Error> {
+        let (jobs, inbox) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("commit-{vat}"))
+            .spawn(move || run(&*store, &inbox))
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Failed,
+                    format!("cannot start the commit thread: {e}"),
+                )
+            })?;
+        Ok(Committer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Commits `bytes` as the state of `object`; resolves once it is durable.
+    pub(crate) async fn put(&self, object: ObjectRef, bytes: Vec<u8>) -> Result<(), Error> {
+        let (ack, done) = oneshot::channel();
+        self.submit(Job::Put { object, bytes, ack }, done).await
+    }
+
+    pub(crate) async fn mint(
+        &self,
+        object: ObjectRef,
+        options: MintOptions,
+    ) -> Result<Minted, Error> {
+        let (ack, done) = oneshot::channel();
+        self.submit(
+            Job::Mint {
+                object,
+                options,
+                ack,
+            },
+            done,
+        )
+        .await
+    }
+
+    pub(crate) async fn revoke(&self, hash: SwissHash) -> Result<bool, Error> {
+        let (ack, done) = oneshot::channel();
+        self.submit(Job::Revoke { hash, ack }, done).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Job,
+        done: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, Error> {
+        let gone = || Error::new(ErrorKind::Failed, "the commit thread has ended");
+        let jobs = self.jobs.as_ref().ok_or_else(gone)?;
+        jobs.send(job).map_err(|_| gone())?;
+        match done.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(store_error(error)),
+            Err(_) => Err(gone()),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread after the queued jobs.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the commit thread panicked");
+            }
+        }
+    }
+}
+
+/// A store failure as the error a caller sees.
+pub(crate) fn store_error(error: StoreError) -> Error {
+    Error::new(
+        ErrorKind::Failed,
+        format!("the vat's store failed: {error}"),
+    )
+}
+
+fn run(store: &dyn Store, inbox: &mpsc::Receiver<Job>) {
+    let mut waiting = Vec::new();
+    // Block for the first job, then take whatever queued up meanwhile.
+    while let Ok(first) = inbox.recv() {
+        waiting.push(first);
+        while waiting.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(job) => waiting.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut puts = StateBatch::new();
+        let mut acks = Vec::new();
+        for job in waiting.drain(..) {
+            match job {
+                Job::Put { object, bytes, ack } => {
+                    puts.put(object, bytes);
+                    acks.push(ack);
+                }
+                // Token changes are rare: flush the state changes before
+                // them, so everything lands in the order it was asked for.
+                Job::Mint {
+                    object,
+                    options,
+                    ack,
+                } => {
+                    flush(store, &mut puts, &mut acks);
+                    let _ = ack.send(store.mint(object, options));
+                }
+                Job::Revoke { hash, ack } => {
+                    flush(store, &mut puts, &mut acks);
+                    let _ = ack.send(store.revoke(&hash));
+                }
+            }
+        }
+        flush(store, &mut puts, &mut acks);
+    }
+}
+
+/// Commits the state changes gathered so far in one transaction and tells
+/// each waiting caller the outcome.
+fn flush(store: &dyn Store, puts: &mut StateBatch, acks: &mut Vec<Ack<()>>) {
+    if puts.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(puts);
+    let size = batch.len();
+    let outcome = store.commit(batch);
+    tracing::trace!(changes = size, ok = outcome.is_ok(), "state committed");
+    for ack in acks.drain(..) {
+        // A caller that stopped waiting (its vat stopped) is no loss.
+        let _ = ack.send(match &outcome {
+            Ok(()) => Ok(()),
+            Err(error) => Err(StoreError::Backend {
+                operation: "committing object state",
+                source: error.to_string().into(),
+            }),
+        });
+    }
+}

@@ -1,0 +1,32 @@
+//! Sturdyrefs in a running vat: minting tokens for objects, restoring them
+//! into live references, revoking them, and persistent objects whose state
+//! survives `kill -9`.
+//!
+//! - The **serving** vat opens its [`Persistence`] in its data folder,
+//!   provides or registers the objects tokens may name, mints tokens, and
+//!   serves its gateway on a TLS listener. Its store keeps each token's
+//!   record under the hash of its swiss number, never the number itself.
+//! - A **holder** turns a token's text into a [`sturdyrefs::SturdyRef`] and
+//!   calls [`restore`]: it dials the token's location hints until a peer
+//!   proves the vat's key, and asks that vat's gateway for the object.
+//! - A **persistent object** is a [`Durable`] kind whose state sits in a
+//!   [`StateCell`]: each [`update`](StateCell::update) is committed before it
+//!   resolves, so a reply sent after it acknowledges only what is on disk.
+//!   After a restart, restoring a token revives the object from its last
+//!   committed state.
+//! - Revoking a token (or its expiry) breaks every reference restored from
+//!   it on its next call, with a [`Revoked`](crate::ErrorKind::Revoked) (or
+//!   [`Expired`](crate::ErrorKind::Expired)) error. A token bound to one vat
+//!   and presented by another is refused exactly as an unknown one.
+//!
+//! docs/PROTOCOL.md describes the wire side for clients in other languages.
+
+mod committer;
+mod persistence;
+mod restore;
+mod revocable;
+mod state;
+
+pub use persistence::{object_ref, Persistence, STORE_FILE};
+pub use restore::{connect, restore, restore_on, vat_id, vat_key, RestoreError};
+pub use state::{Durable, StateCell};

@@ -1,0 +1,312 @@
+//! A vat's persistence: its token table, its persistent objects, and the
+//! gateway through which holders of tokens get in.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use captp::tls::TlsListener;
+use captp::Limits;
+use schema::gateway_capnp::gateway;
+use sturdyrefs::{
+    LocationHint, Lookup, MintOptions, ObjectRef, RedbStore, Store, SturdyRef, SwissHash,
+    SwissNumber, TokenRecord, VatId,
+};
+
+use super::committer::{store_error, Committer};
+use super::restore::vat_id;
+use super::revocable::{revocable, Standing};
+use super::state::{decode, Durable, StateCell};
+use crate::error::{Error, ErrorKind};
+
+/// The name of the store file inside a vat's data folder.
+pub const STORE_FILE: &str = "vat.redb";
+
+type Reviver = Rc<dyn Fn(&Persistence, &ObjectRef) -> Result<capnp::capability::Client, Error>>;
+
+/// A vat's persistence: the token table and the state of its persistent
+/// objects, kept in an embedded store, and the [`gateway`](Persistence::gateway)
+/// that restores tokens into live references.
+///
+/// It lives inside one vat (it is `!Send`); clones share it. Writes go to
+/// a commit thread beside the vat, so the vat's loop never waits on a disk
+/// flush.
+///
+/// ```no_run
+/// # async fn f(identity: vat::net::Identity) -> Result<(), Box<dyn std::error::Error>> {
+/// use vat::sturdy::Persistence;
+/// // Inside a vat: open the data folder, serve tokens on a TLS listener.
+/// let persistence = Persistence::open("/var/lib/my-vat", vat::sturdy::vat_id(identity.public_key()))?;
+/// let listener = vat::net::tls::TlsListener::bind("127.0.0.1:4000".parse()?, &identity).await?;
+/// persistence.set_hints(vec!["127.0.0.1:4000".parse()?]);
+/// persistence.serve(listener, vat::net::Limits::default());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Persistence {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    vat: VatId,
+    store: Arc<dyn Store>,
+    committer: Rc<Committer>,
+    hints: RefCell<Vec<LocationHint>>,
+    revivers: RefCell<HashMap<String, Reviver>>,
+    /// Objects alive in this vat that tokens may name: provided ones for as
+    /// long as the vat runs, persistent ones once revived. One live object
+    /// per `ObjectRef`, so every restore reaches the same state.
+    live: RefCell<HashMap<ObjectRef, capnp::capability::Client>>,
+    /// Whether each restored token still stands, shared by the references
+    /// restored from it.
+    standings: RefCell<HashMap<SwissHash, Rc<Standing>>>,
+}
+
+impl std::fmt::Debug for Persistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persistence")
+            .field("vat", &self.inner.vat)
+            .field("hints", &self.inner.hints.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Persistence {
+    /// Opens (or creates) the store in the data folder `dir` for the vat
+    /// named `vat`. Must be called inside a vat.
+    pub fn open(dir: impl AsRef<Path>, vat: VatId) -> Result<Persistence, Error> {
+        let path = dir.as_ref().join(STORE_FILE);
+        let store = RedbStore::open(&path).map_err(store_error)?;
+        Persistence::with_store(Arc::new(store), vat)
+    }
+
+    /// Persistence on any [`Store`].
+    pub fn with_store(store: Arc<dyn Store>, vat: VatId) -> Result<Persistence, Error> {
+        let name = crate::try_current()
+            .map(|v| v.name().to_owned())
+            .unwrap_or_default();
+        let committer = Committer::start(Arc::clone(&store), &name)?;
+        Ok(Persistence {
+            inner: Rc::new(Inner {
+                vat,
+                store,
+                committer: Rc::new(committer),
+                hints: RefCell::new(Vec::new()),
+                revivers: RefCell::default(),
+                live: RefCell::default(),
+                standings: RefCell::default(),
+            }),
+        })
+    }
+
+    /// The vat whose tokens these are.
+    pub fn vat(&self) -> VatId {
+        self.inner.vat
+    }
+
+    /// Where the vat can be reached: the location hints written into the
+    /// tokens minted from now on, in order of preference.
+    pub fn set_hints(&self, hints: Vec<LocationHint>) {
+        *self.inner.hints.borrow_mut() = hints;
+    }
+
+    /// Lets tokens name objects of kind `K`: restoring one revives the
+    /// object from its stored state.
+    pub fn register<K: Durable>(&self) {
+        let reviver: Reviver = Rc::new(|persistence, object| {
+            let state = match persistence.inner.store.get_state(object) {
+                Ok(Some(bytes)) => decode::<K::State>(object, &bytes)?,
+                Ok(None) => K::State::default(),
+                Err(error) => return Err(store_error(error)),
+            };
+            let cell = StateCell::new(
+                object.clone(),
+                state,
+                Rc::clone(&persistence.inner.committer),
+            );
+            Ok(K::revive(cell))
+        });
+        self.inner
+            .revivers
+            .borrow_mut()
+            .insert(K::KIND.to_owned(), reviver);
+    }
+
+    /// The persistent object `id` of kind `K`, live: revived from its stored
+    /// state (or made from `Default`) the first time, the same object after.
+    pub fn durable<K: Durable>(&self, id: u64) -> Result<capnp::capability::Client, Error> {
+        self.register::<K>();
+        let object = object_ref(K::KIND, id)?;
+        self.live(&object)
+    }
+
+    /// Makes `client` restorable as `object` for as long as this vat runs.
+    /// For objects without persistent state, which the program provides
+    /// again at each start (so tokens minted for them keep working).
+    pub fn provide(&self, object: ObjectRef, client: capnp::capability::Client) {
+        self.inner.live.borrow_mut().insert(object, client);
+    }
+
+    /// Mints a token for `object`, which must be provided or of a
+    /// registered kind. Resolves once the token is durable.
+    pub async fn mint(&self, object: &ObjectRef, options: MintOptions) -> Result<SturdyRef, Error> {
+        let known = self.inner.live.borrow().contains_key(object)
+            || self.inner.revivers.borrow().contains_key(object.kind());
+        if !known {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{object} is neither provided nor of a registered kind"),
+            ));
+        }
+        let hints = self.inner.hints.borrow().clone();
+        if hints.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the vat has no location hints to write into tokens; call set_hints first",
+            ));
+        }
+        let minted = self.inner.committer.mint(object.clone(), options).await?;
+        SturdyRef::new(self.inner.vat, hints, minted.swiss)
+            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))
+    }
+
+    /// Revokes the token whose swiss number hashes to `hash`, for good:
+    /// references restored from it break on their next call. Resolves once
+    /// the revocation is durable, with whether such a token exists.
+    pub async fn revoke(&self, hash: &SwissHash) -> Result<bool, Error> {
+        if let Some(standing) = self.inner.standings.borrow().get(hash) {
+            standing.revoke();
+        }
+        let found = self.inner.committer.revoke(*hash).await?;
+        tracing::info!(token = %hash, found, "token revoked");
+        Ok(found)
+    }
+
+    /// Every token record (they hold hashes, never secrets).
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, Error> {
+        self.inner.store.tokens().map_err(store_error)
+    }
+
+    /// Restores the object `swiss` names, for `presenter` (the vat that
+    /// proved its key on the connection, `None` if anonymous). Returns a
+    /// reference that dies with the token, and the object's kind.
+    pub fn restore(
+        &self,
+        swiss: &SwissNumber,
+        presenter: Option<&VatId>,
+    ) -> Result<(capnp::capability::Client, String), Error> {
+        let hash = swiss.hash();
+        let lookup = self
+            .inner
+            .store
+            .lookup(swiss, presenter)
+            .map_err(store_error)?;
+        let refused = |kind, message: &str| {
+            tracing::info!(token = %hash, caller = ?presenter.map(|v| v.to_string()), %kind, "restore refused");
+            Err(Error::new(kind, message))
+        };
+        let record = match lookup {
+            Lookup::Found(record) => record,
+            Lookup::Unknown => {
+                return refused(
+                    ErrorKind::UnknownToken,
+                    "no such token: this vat never minted it for this caller",
+                )
+            }
+            Lookup::Revoked => return refused(ErrorKind::Revoked, "the token was revoked"),
+            Lookup::Expired => return refused(ErrorKind::Expired, "the token has expired"),
+        };
+        let object = self.live(&record.object)?;
+        let standing = Rc::clone(
+            self.inner
+                .standings
+                .borrow_mut()
+                .entry(hash)
+                .or_insert_with(|| Standing::new(record.expires_at)),
+        );
+        tracing::debug!(token = %hash, object = %record.object, "restored");
+        Ok((revocable(object, standing), record.object.kind().to_owned()))
+    }
+
+    /// The gateway a caller who proved `caller` (or nobody) gets as its
+    /// bootstrap capability.
+    pub fn gateway(&self, caller: Option<VatId>) -> gateway::Client {
+        crate::export(Gateway {
+            persistence: self.clone(),
+            caller,
+        })
+    }
+
+    /// Serves the gateway to every caller of `listener`, each with the key
+    /// it proved.
+    pub fn serve(&self, listener: TlsListener, limits: Limits) {
+        let persistence = self.clone();
+        listener.serve(
+            move |caller| Some(persistence.gateway(caller.map(vat_id)).client),
+            limits,
+        );
+    }
+
+    /// The live object `object`, revived if it is not live yet.
+    fn live(&self, object: &ObjectRef) -> Result<capnp::capability::Client, Error> {
+        if let Some(client) = self.inner.live.borrow().get(object) {
+            return Ok(client.clone());
+        }
+        let reviver = self.inner.revivers.borrow().get(object.kind()).cloned();
+        let Some(reviver) = reviver else {
+            tracing::warn!(%object, "a token names an object of a kind this vat does not serve");
+            return Err(Error::new(
+                ErrorKind::Failed,
+                format!(
+                    "{object} is of kind {:?}, which this vat does not serve now",
+                    object.kind()
+                ),
+            ));
+        };
+        let client = reviver(self, object)?;
+        self.inner
+            .live
+            .borrow_mut()
+            .insert(object.clone(), client.clone());
+        Ok(client)
+    }
+}
+
+/// An `ObjectRef`, with a kind name refusal as a typed error.
+pub fn object_ref(kind: &str, id: u64) -> Result<ObjectRef, Error> {
+    ObjectRef::new(kind, id).map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))
+}
+
+/// The bootstrap object of a vat that serves sturdyrefs.
+struct Gateway {
+    persistence: Persistence,
+    caller: Option<VatId>,
+}
+
+impl gateway::Server for Gateway {
+    async fn restore(
+        self: Rc<Self>,
+        params: gateway::RestoreParams,
+        mut results: gateway::RestoreResults,
+    ) -> Result<(), capnp::Error> {
+        let presented = params.get()?.get_swiss_number()?;
+        let bytes: [u8; 32] = presented.try_into().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "a swiss number is 32 bytes; {} were presented",
+                    presented.len()
+                ),
+            )
+        })?;
+        let (object, kind) = self
+            .persistence
+            .restore(&SwissNumber::from_bytes(bytes), self.caller.as_ref())?;
+        let mut out = results.get();
+        out.set_kind(kind);
+        out.init_object().set_as_capability(object.hook);
+        Ok(())
+    }
+}

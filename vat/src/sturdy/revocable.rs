@@ -1,0 +1,120 @@
+//! References that die with their token: a restored capability checks, on
+//! every call, that the sturdyref it came from still stands.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use capnp::capability::Promise;
+use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
+
+use crate::error::{Error, ErrorKind};
+use crate::far::request_through;
+
+/// Whether one token still stands. Shared by every reference restored from
+/// it; revoking the token flips it for all of them at once.
+#[derive(Debug)]
+pub(crate) struct Standing {
+    revoked: Cell<bool>,
+    expires_at: Option<SystemTime>,
+}
+
+impl Standing {
+    pub(crate) fn new(expires_at: Option<SystemTime>) -> Rc<Standing> {
+        Rc::new(Standing {
+            revoked: Cell::new(false),
+            expires_at,
+        })
+    }
+
+    pub(crate) fn revoke(&self) {
+        self.revoked.set(true);
+    }
+
+    /// `Ok` while the token stands; the error a call gets otherwise.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.revoked.get() {
+            return Err(Error::new(
+                ErrorKind::Revoked,
+                "the sturdyref this reference was restored from has been revoked",
+            ));
+        }
+        match self.expires_at {
+            Some(deadline) if SystemTime::now() >= deadline => Err(Error::new(
+                ErrorKind::Expired,
+                "the sturdyref this reference was restored from has expired",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Wraps `client` so that each call first checks `standing`.
+pub(crate) fn revocable(
+    client: capnp::capability::Client,
+    standing: Rc<Standing>,
+) -> capnp::capability::Client {
+    capnp::capability::Client::new(Box::new(Revocable {
+        inner: client.hook,
+        standing,
+    }))
+}
+
+struct Revocable {
+    inner: Box<dyn ClientHook>,
+    standing: Rc<Standing>,
+}
+
+impl ClientHook for Revocable {
+    fn add_ref(&self) -> Box<dyn ClientHook> {
+        Box::new(Revocable {
+            inner: self.inner.add_ref(),
+            standing: Rc::clone(&self.standing),
+        })
+    }
+
+    fn new_call(
+        &self,
+        interface_id: u64,
+        method_id: u16,
+        size_hint: Option<capnp::MessageSize>,
+    ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
+        request_through(self.add_ref(), interface_id, method_id, size_hint)
+    }
+
+    fn call(
+        &self,
+        interface_id: u64,
+        method_id: u16,
+        params: Box<dyn ParamsHook>,
+        results: Box<dyn ResultsHook>,
+    ) -> Promise<(), capnp::Error> {
+        match self.standing.check() {
+            Ok(()) => self.inner.call(interface_id, method_id, params, results),
+            Err(error) => Promise::err(error.into()),
+        }
+    }
+
+    fn get_brand(&self) -> usize {
+        0
+    }
+
+    /// One identity per token, not the object's: capnp-rpc shares an export
+    /// between hooks with the same pointer, and a reference restored from
+    /// one token must never turn into the bare object or another token's.
+    fn get_ptr(&self) -> usize {
+        Rc::as_ptr(&self.standing) as usize
+    }
+
+    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
+        None
+    }
+
+    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
+        None
+    }
+
+    fn when_resolved(&self) -> Promise<(), capnp::Error> {
+        Promise::ok(())
+    }
+}

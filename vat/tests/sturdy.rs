@@ -1,0 +1,391 @@
+//! Sturdyrefs between vats over TLS: restore, the refusals, revocation of
+//! live references, expiry, binding, and persistent state across a restart
+//! of the serving vat.
+
+// Test scaffolding: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use capnp::capability::FromClientHook;
+use schema::demo_capnp::counter;
+use sturdyrefs::{MintOptions, SturdyRef, SwissNumber, VatId};
+use vat::demo::DurableCounter;
+use vat::net::{tls, Identity, Limits};
+use vat::sturdy::{object_ref, restore, vat_id, Persistence, RestoreError};
+use vat::{ErrorKind, Root, VatHandle};
+
+/// A vat serving a durable counter (`counter#1`) from a data folder.
+struct Server {
+    vat: VatHandle,
+    persistence: Arc<Root<Persistence>>,
+    key: VatId,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Starts a server on `port` (0: any free port).
+    fn start(dir: &Path, identity: &Identity, port: u16) -> Server {
+        let vat = VatHandle::start("server").unwrap();
+        let (dir, id) = (dir.to_path_buf(), identity.clone());
+        let (persistence, addr) = vat
+            .run_async(move || async move {
+                let persistence = Persistence::open(&dir, vat_id(id.public_key())).unwrap();
+                persistence.durable::<DurableCounter>(1).unwrap();
+                let listener = tls::TlsListener::bind(([127, 0, 0, 1], port).into(), &id)
+                    .await
+                    .unwrap();
+                let addr = listener.local_addr();
+                persistence.set_hints(vec![addr.to_string().parse().unwrap()]);
+                persistence.serve(listener, Limits::default());
+                let kept = vat::spawn(persistence);
+                (vat::current().root(&kept), addr)
+            })
+            .wait()
+            .unwrap();
+        Server {
+            vat,
+            persistence: Arc::new(persistence),
+            key: vat_id(identity.public_key()),
+            addr,
+        }
+    }
+
+    /// Runs `work` with the server's persistence, inside its vat.
+    fn with<R, F, Fut>(&self, work: F) -> R
+    where
+        F: FnOnce(Persistence) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        let root = Arc::clone(&self.persistence);
+        self.vat
+            .run_async(move || async move {
+                let persistence = root.get().unwrap().call(|p| p.clone()).unwrap();
+                work(persistence).await
+            })
+            .wait()
+            .unwrap()
+    }
+
+    /// Mints a token for the counter.
+    fn mint(&self, options: MintOptions) -> String {
+        self.with(move |p| async move {
+            let counter = object_ref("counter", 1).unwrap();
+            p.mint(&counter, options).await.unwrap().to_string()
+        })
+    }
+
+    /// Revokes `token`; returns whether the vat knew it.
+    fn revoke(&self, token: &str) -> bool {
+        let hash = token.parse::<SturdyRef>().unwrap().swiss().hash();
+        self.with(move |p| async move { p.revoke(&hash).await.unwrap() })
+    }
+
+    fn stop(self) {
+        drop(self.persistence);
+        self.vat.stop().unwrap();
+    }
+}
+
+/// What a holder got when it used a token.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The counter's value after the call.
+    Value(i64),
+    /// The serving vat (or the reference) refused, with this kind.
+    Refused(ErrorKind),
+    /// No peer proved the token's vat key; the attempts, as text.
+    Unreachable(String),
+}
+
+/// A vat holding tokens, with an identity of its own (or none).
+struct Client {
+    vat: VatHandle,
+    identity: Option<Identity>,
+}
+
+/// A counter reference kept inside the client's vat between steps.
+struct Held(counter::Client);
+
+impl Client {
+    fn start(name: &str, anonymous: bool) -> Client {
+        Client {
+            vat: VatHandle::start(name).unwrap(),
+            identity: (!anonymous).then(|| Identity::generate().unwrap()),
+        }
+    }
+
+    fn id(&self) -> VatId {
+        vat_id(self.identity.as_ref().unwrap().public_key())
+    }
+
+    /// Restores `token` and keeps the reference.
+    fn restore(&self, token: &str) -> Result<Arc<Root<Held>>, Outcome> {
+        let token: SturdyRef = token.parse().unwrap();
+        let identity = self.identity.clone();
+        let kept = self
+            .vat
+            .run_async(move || async move {
+                match restore(&token, identity.as_ref(), Limits::default()).await {
+                    Ok((object, kind)) => {
+                        assert_eq!(kind, "counter");
+                        let held = vat::spawn(Held(object.cast_to()));
+                        Ok(vat::current().root(&held))
+                    }
+                    Err(RestoreError::Refused(error)) => Err(Outcome::Refused(error.kind())),
+                    Err(unreachable) => Err(Outcome::Unreachable(unreachable.to_string())),
+                }
+            })
+            .wait()
+            .unwrap()?;
+        Ok(Arc::new(kept))
+    }
+
+    /// Adds `by` through a kept reference.
+    fn add_on(&self, held: &Arc<Root<Held>>, by: i64) -> Outcome {
+        let held = Arc::clone(held);
+        self.vat
+            .run_async(move || async move {
+                let counter = held.get().unwrap().call(|h| h.0.clone()).unwrap();
+                match add(&counter, by).await {
+                    Ok(value) => Outcome::Value(value),
+                    Err(error) => Outcome::Refused(error.kind()),
+                }
+            })
+            .wait()
+            .unwrap()
+    }
+
+    /// Restores `token` afresh and adds `by` to the counter it names.
+    fn add(&self, token: &str, by: i64) -> Outcome {
+        match self.restore(token) {
+            Ok(held) => self.add_on(&held, by),
+            Err(outcome) => outcome,
+        }
+    }
+}
+
+async fn add(counter: &counter::Client, by: i64) -> Result<i64, vat::Error> {
+    let mut request = counter.add_request();
+    request.get().set_by(by);
+    Ok(request.send().promise.await?.get()?.get_value())
+}
+
+/// `token` with its swiss number replaced by `swiss`.
+fn with_swiss(token: &str, swiss: SwissNumber) -> String {
+    let parsed: SturdyRef = token.parse().unwrap();
+    SturdyRef::new(*parsed.vat(), parsed.hints().to_vec(), swiss)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_token_minted_in_one_vat_is_restored_and_called_from_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let token = server.mint(MintOptions::default());
+    assert!(token.starts_with("captp://"), "{token}");
+    assert!(token.contains(&server.key.to_string()), "{token}");
+    assert!(token.contains(&server.addr.to_string()), "{token}");
+
+    let client = Client::start("client", false);
+    assert_eq!(client.add(&token, 5), Outcome::Value(5));
+    // A second restore reaches the same object, with the same state.
+    assert_eq!(client.add(&token, 2), Outcome::Value(7));
+    // So does an anonymous holder: the token is the authority.
+    let anonymous = Client::start("anonymous", true);
+    assert_eq!(anonymous.add(&token, 1), Outcome::Value(8));
+    server.stop();
+}
+
+#[test]
+fn tampered_tokens_are_refused_and_the_vat_goes_on_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let token = server.mint(MintOptions::default());
+    let client = Client::start("client", false);
+
+    // Another swiss number: unknown.
+    let guessed = with_swiss(&token, SwissNumber::generate().unwrap());
+    assert_eq!(
+        client.add(&guessed, 1),
+        Outcome::Refused(ErrorKind::UnknownToken)
+    );
+
+    // Another vat id: the vat at the hinted address cannot prove it.
+    let other = vat_id(Identity::generate().unwrap().public_key());
+    let parsed: SturdyRef = token.parse().unwrap();
+    let forged = SturdyRef::new(other, parsed.hints().to_vec(), parsed.swiss().clone())
+        .unwrap()
+        .to_string();
+    match client.add(&forged, 1) {
+        Outcome::Unreachable(why) => assert!(why.contains("it proved it is vat"), "{why}"),
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+
+    // Another port: nothing there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = closed.local_addr().unwrap();
+    drop(closed);
+    let moved = token.replace(&server.addr.to_string(), &dead_port.to_string());
+    match client.add(&moved, 1) {
+        Outcome::Unreachable(why) => assert!(why.contains("cannot connect"), "{why}"),
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+
+    // Through all that the vat served the real token.
+    assert_eq!(client.add(&token, 3), Outcome::Value(3));
+    server.stop();
+}
+
+#[test]
+fn a_vat_with_another_key_at_the_right_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let token = real.mint(MintOptions::default());
+    let impostor_dir = tempfile::tempdir().unwrap();
+    let impostor = Server::start(impostor_dir.path(), &Identity::generate().unwrap(), 0);
+    // The token as it would read if the impostor sat at the hinted address.
+    let redirected = token.replace(&real.addr.to_string(), &impostor.addr.to_string());
+    let client = Client::start("client", false);
+    match client.add(&redirected, 1) {
+        Outcome::Unreachable(why) => {
+            assert!(
+                why.contains(&format!("is not vat {:?}", vat::sturdy::vat_key(&real.key))),
+                "{why}"
+            );
+        }
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+    assert_eq!(client.add(&token, 1), Outcome::Value(1));
+    real.stop();
+    impostor.stop();
+}
+
+#[test]
+fn revoking_a_token_breaks_it_and_every_reference_restored_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let doomed = server.mint(MintOptions::default());
+    let kept = server.mint(MintOptions::default());
+    let client = Client::start("client", false);
+    let live = client.restore(&doomed).unwrap();
+    assert_eq!(client.add_on(&live, 1), Outcome::Value(1));
+
+    assert!(server.revoke(&doomed));
+    assert_eq!(
+        client.add_on(&live, 1),
+        Outcome::Refused(ErrorKind::Revoked)
+    );
+    assert_eq!(client.add(&doomed, 1), Outcome::Refused(ErrorKind::Revoked));
+    // Another token for the same object still stands.
+    assert_eq!(client.add(&kept, 1), Outcome::Value(2));
+    // Revoking an unknown token says so.
+    assert!(!server.revoke(&with_swiss(&doomed, SwissNumber::generate().unwrap())));
+    server.stop();
+}
+
+#[test]
+fn an_expired_token_is_refused_and_its_references_die_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let lifetime = Duration::from_millis(800);
+    let token = server.mint(MintOptions {
+        expires_at: Some(SystemTime::now() + lifetime),
+        bound_to: None,
+    });
+    let client = Client::start("client", false);
+    let live = client.restore(&token).unwrap();
+    assert_eq!(client.add_on(&live, 1), Outcome::Value(1));
+    std::thread::sleep(lifetime + Duration::from_millis(100));
+    assert_eq!(
+        client.add_on(&live, 1),
+        Outcome::Refused(ErrorKind::Expired)
+    );
+    assert_eq!(client.add(&token, 1), Outcome::Refused(ErrorKind::Expired));
+    server.stop();
+}
+
+#[test]
+fn a_token_bound_to_one_vat_is_unknown_to_every_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let owner = Client::start("owner", false);
+    let thief = Client::start("thief", false);
+    let anonymous = Client::start("anonymous", true);
+    let token = server.mint(MintOptions {
+        expires_at: None,
+        bound_to: Some(owner.id()),
+    });
+    assert_eq!(
+        thief.add(&token, 1),
+        Outcome::Refused(ErrorKind::UnknownToken)
+    );
+    assert_eq!(
+        anonymous.add(&token, 1),
+        Outcome::Refused(ErrorKind::UnknownToken)
+    );
+    assert_eq!(owner.add(&token, 1), Outcome::Value(1));
+    // Revoked, it still looks unknown to the thief: nothing leaks.
+    assert!(server.revoke(&token));
+    assert_eq!(
+        thief.add(&token, 1),
+        Outcome::Refused(ErrorKind::UnknownToken)
+    );
+    assert_eq!(owner.add(&token, 1), Outcome::Refused(ErrorKind::Revoked));
+    server.stop();
+}
+
+#[test]
+fn tokens_and_state_survive_a_restart_of_the_serving_vat() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::generate().unwrap();
+    let server = Server::start(dir.path(), &identity, 0);
+    let port = server.addr.port();
+    let token = server.mint(MintOptions::default());
+    let revoked = server.mint(MintOptions::default());
+    let client = Client::start("client", false);
+    assert_eq!(client.add(&token, 40), Outcome::Value(40));
+    assert!(server.revoke(&revoked));
+    server.stop();
+
+    let server = Server::start(dir.path(), &identity, port);
+    assert_eq!(client.add(&token, 2), Outcome::Value(42));
+    assert_eq!(
+        client.add(&revoked, 1),
+        Outcome::Refused(ErrorKind::Revoked)
+    );
+    server.stop();
+}
+
+#[test]
+fn a_swiss_number_of_the_wrong_length_is_an_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let token: SturdyRef = server.mint(MintOptions::default()).parse().unwrap();
+    let client = Client::start("client", true);
+    let kind = client
+        .vat
+        .run_async(move || async move {
+            let connection = vat::sturdy::connect(&token, None, Limits::default())
+                .await
+                .unwrap();
+            let gateway: schema::gateway_capnp::gateway::Client = connection.peer();
+            let mut request = gateway.restore_request();
+            request.get().set_swiss_number(&[7; 5]);
+            let error = request.send().promise.await.err().unwrap();
+            let error = vat::Error::from(error);
+            assert!(
+                error.message().contains("32 bytes; 5 were presented"),
+                "{error}"
+            );
+            error.kind()
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(kind, ErrorKind::InvalidArgument);
+    server.stop();
+}
