@@ -19,4 +19,37 @@ interface Gateway {
   #   "[invalid argument] " the swiss number is not 32 bytes.
   # A capability restored earlier breaks with "[revoked] " on its next call
   # once its token is revoked, and with "[expired] " once it expires.
+
+  admin @1 () -> (admin :Admin);
+  # The vat's admin capability, for a caller that proved the vat's own key
+  # over TLS: its operator, who holds the vat's data folder. Anyone else is
+  # refused with "[unknown token] ", as for a token it does not hold.
+}
+
+interface Admin {
+  # Manages the token table of a running vat.
+
+  tokens @0 () -> (tokens :List(TokenInfo));
+  # Every token the vat has minted, oldest first. No secrets: hashes only.
+
+  mint @1 (object :Text, expiresAt :UInt64, boundTo :Text) -> (token :Text);
+  # A new token for `object` ("kind#id", one of `objects`), as text.
+  # `expiresAt` is in seconds since 1970 (0: never); `boundTo` is the vat id
+  # of the only vat that may present it ("": any).
+
+  revoke @2 (hash :Data) -> (found :Bool);
+  # Revokes the token whose swiss number hashes to `hash`, for good.
+
+  objects @3 () -> (objects :List(Text));
+  # What tokens may name: "kind#id" for each object the vat provides or has
+  # revived, and "kind#*" for each persistent kind it can revive.
+}
+
+struct TokenInfo {
+  hash @0 :Data;        # SHA-256 of the swiss number (see PROTOCOL.md)
+  object @1 :Text;      # "kind#id"
+  createdAt @2 :UInt64; # seconds since 1970
+  expiresAt @3 :UInt64; # seconds since 1970; 0: never
+  boundTo @4 :Text;     # a vat id, or "" for any holder
+  revoked @5 :Bool;
 }

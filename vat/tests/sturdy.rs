@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use capnp::capability::FromClientHook;
 use schema::demo_capnp::counter;
+use schema::gateway_capnp::gateway;
 use sturdyrefs::{MintOptions, SturdyRef, SwissNumber, VatId};
 use vat::demo::DurableCounter;
 use vat::net::{tls, Identity, Limits};
@@ -387,5 +388,80 @@ fn a_swiss_number_of_the_wrong_length_is_an_invalid_argument() {
         .wait()
         .unwrap();
     assert_eq!(kind, ErrorKind::InvalidArgument);
+    server.stop();
+}
+
+/// Asks the gateway at `token`'s vat for the admin capability, proving
+/// `identity`, and has it mint a token for `counter#1`, list the tokens and
+/// revoke the first one listed.
+fn administer(
+    client: &VatHandle,
+    token: &str,
+    identity: Identity,
+) -> Result<(String, Vec<(Vec<u8>, String, bool)>), ErrorKind> {
+    let token: SturdyRef = token.parse().unwrap();
+    client
+        .run_async(move || async move {
+            let connection = vat::sturdy::connect(&token, Some(&identity), Limits::default())
+                .await
+                .unwrap();
+            let gateway: gateway::Client = connection.peer();
+            let admin = gateway.admin_request().send().pipeline.get_admin();
+            let mut mint = admin.mint_request();
+            mint.get().set_object("counter#1");
+            let minted = mint
+                .send()
+                .promise
+                .await
+                .map_err(|e| vat::Error::from(e).kind())?;
+            let minted = minted
+                .get()
+                .unwrap()
+                .get_token()
+                .unwrap()
+                .to_string()
+                .unwrap();
+            let listed = admin.tokens_request().send().promise.await.unwrap();
+            let listed: Vec<_> = listed
+                .get()
+                .unwrap()
+                .get_tokens()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t.get_hash().unwrap().to_vec(),
+                        t.get_object().unwrap().to_string().unwrap(),
+                        t.get_revoked(),
+                    )
+                })
+                .collect();
+            Ok((minted, listed))
+        })
+        .wait()
+        .unwrap()
+}
+
+#[test]
+fn the_operator_proving_the_vats_own_key_gets_the_admin_capability_and_nobody_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::generate().unwrap();
+    let server = Server::start(dir.path(), &identity, 0);
+    let token = server.mint(MintOptions::default());
+    let client = Client::start("client", false);
+
+    let stranger = administer(&client.vat, &token, Identity::generate().unwrap());
+    assert_eq!(stranger.err(), Some(ErrorKind::UnknownToken));
+
+    let (minted, listed) = administer(&client.vat, &token, identity).unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed
+        .iter()
+        .all(|(_, object, revoked)| object == "counter#1" && !revoked));
+    let minted_hash = minted.parse::<SturdyRef>().unwrap().swiss().hash();
+    assert!(listed
+        .iter()
+        .any(|(hash, ..)| hash[..] == minted_hash.as_bytes()[..]));
+    assert_eq!(client.add(&minted, 4), Outcome::Value(4));
     server.stop();
 }

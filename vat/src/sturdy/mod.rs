@@ -19,14 +19,20 @@
 //!   [`Expired`](crate::ErrorKind::Expired)) error. A token bound to one vat
 //!   and presented by another is refused exactly as an unknown one.
 //!
+//! - The vat's **operator** (whoever holds its data folder, and so its key)
+//!   gets an admin capability from the gateway by proving the vat's own key:
+//!   list, mint and revoke tokens of the running vat.
+//!
 //! docs/PROTOCOL.md describes the wire side for clients in other languages.
 
+mod admin;
 mod committer;
 mod persistence;
 mod restore;
 mod revocable;
 mod state;
 
+pub use admin::parse_object;
 pub use persistence::{object_ref, Persistence, STORE_FILE};
 pub use restore::{connect, restore, restore_on, vat_id, vat_key, RestoreError};
 pub use state::{Durable, StateCell};

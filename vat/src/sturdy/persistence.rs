@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use captp::tls::TlsListener;
 use captp::Limits;
-use schema::gateway_capnp::gateway;
+use schema::gateway_capnp::{admin, gateway};
 use sturdyrefs::{
     LocationHint, Lookup, MintOptions, ObjectRef, RedbStore, Store, SturdyRef, SwissHash,
     SwissNumber, TokenRecord, VatId,
 };
 
+use super::admin::Admin;
 use super::committer::{store_error, Committer};
 use super::restore::vat_id;
 use super::revocable::{revocable, Standing};
@@ -249,6 +250,27 @@ impl Persistence {
         );
     }
 
+    /// What tokens may name: `kind#id` for each object provided or revived,
+    /// and `kind#*` for each kind that can be revived, sorted.
+    pub fn objects(&self) -> Vec<String> {
+        let mut objects: Vec<String> = self
+            .inner
+            .live
+            .borrow()
+            .keys()
+            .map(ToString::to_string)
+            .chain(
+                self.inner
+                    .revivers
+                    .borrow()
+                    .keys()
+                    .map(|kind| format!("{kind}#*")),
+            )
+            .collect();
+        objects.sort();
+        objects
+    }
+
     /// The live object `object`, revived if it is not live yet.
     fn live(&self, object: &ObjectRef) -> Result<capnp::capability::Client, Error> {
         if let Some(client) = self.inner.live.borrow().get(object) {
@@ -286,6 +308,26 @@ struct Gateway {
 }
 
 impl gateway::Server for Gateway {
+    async fn admin(
+        self: Rc<Self>,
+        _: gateway::AdminParams,
+        mut results: gateway::AdminResults,
+    ) -> Result<(), capnp::Error> {
+        if self.caller != Some(self.persistence.vat()) {
+            tracing::warn!(caller = ?self.caller.map(|v| v.to_string()), "admin refused");
+            return Err(Error::new(
+                ErrorKind::UnknownToken,
+                "the admin capability is only for a caller that proves this vat's own key",
+            )
+            .into());
+        }
+        let admin: admin::Client = crate::export(Admin {
+            persistence: self.persistence.clone(),
+        });
+        results.get().set_admin(admin);
+        Ok(())
+    }
+
     async fn restore(
         self: Rc<Self>,
         params: gateway::RestoreParams,
