@@ -122,7 +122,10 @@ pub struct Minted {
 /// A token bound to another vat than the one presenting it comes back as
 /// [`Lookup::Unknown`], whatever its state: whoever holds a stolen bound
 /// token learns nothing from presenting it, not even that it exists, was
-/// revoked or has expired.
+/// revoked or has expired. (The answer is the same; the time taken is not
+/// made equal: decoding a stored record takes a little longer than finding
+/// none, so a thief able to time lookups closely could tell that a token
+/// exists, though still not use it.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// A live token the presenter may use, and what it reaches.
