@@ -391,6 +391,9 @@ fn a_swiss_number_of_the_wrong_length_is_an_invalid_argument() {
     server.stop();
 }
 
+/// One token as the admin lists it: hash, object, revoked.
+type Listed = (Vec<u8>, String, bool);
+
 /// Asks the gateway at `token`'s vat for the admin capability, proving
 /// `identity`, and has it mint a token for `counter#1`, list the tokens and
 /// revoke the first one listed.
@@ -398,7 +401,7 @@ fn administer(
     client: &VatHandle,
     token: &str,
     identity: Identity,
-) -> Result<(String, Vec<(Vec<u8>, String, bool)>), ErrorKind> {
+) -> Result<(String, Vec<Listed>), ErrorKind> {
     let token: SturdyRef = token.parse().unwrap();
     client
         .run_async(move || async move {
