@@ -15,7 +15,41 @@ use crate::handle::Shared;
 use crate::heap::{Heap, HeapEntry, ObjectId, ObjectInfo};
 
 /// A queued message: delivering it is one turn.
-pub(crate) type Message = Box<dyn FnOnce()>;
+pub(crate) trait Turn {
+    /// Delivers the message.
+    fn run(self: Rc<Self>);
+
+    /// The message will never be delivered (the vat is stopping): let go of
+    /// what it holds, which breaks its promise.
+    fn abandon(self: Rc<Self>);
+}
+
+/// A message that is a closure.
+struct Closure<F>(Cell<Option<F>>);
+
+impl<F: FnOnce()> Turn for Closure<F> {
+    fn run(self: Rc<Self>) {
+        if let Some(message) = self.0.take() {
+            message();
+        }
+    }
+
+    fn abandon(self: Rc<Self>) {
+        drop(self.0.take());
+    }
+}
+
+/// A place in the queue. A message dropped without being delivered is
+/// abandoned.
+struct Queued(Option<Rc<dyn Turn>>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(turn) = self.0.take() {
+            turn.abandon();
+        }
+    }
+}
 
 /// How many turns the loop runs before it yields to the vat's other tasks
 /// (network sessions, timers), so a flood of local sends cannot starve them.
@@ -23,7 +57,7 @@ const TURNS_PER_POLL: usize = 1024;
 
 pub(crate) struct VatCore {
     name: Rc<str>,
-    queue: RefCell<VecDeque<Message>>,
+    queue: RefCell<VecDeque<Queued>>,
     /// The turn loop's waker, and whether the loop is already due to run.
     loop_waker: RefCell<Option<Waker>>,
     scheduled: Cell<bool>,
@@ -98,10 +132,15 @@ impl VatCore {
         self.queue.borrow().len()
     }
 
+    /// Queues a closure to run in a later turn.
+    pub(crate) fn enqueue_fn(&self, message: impl FnOnce() + 'static) {
+        self.enqueue(Rc::new(Closure(Cell::new(Some(message)))));
+    }
+
     /// Queues a message for a later turn.
     #[inline]
-    pub(crate) fn enqueue(&self, message: Message) {
-        self.queue.borrow_mut().push_back(message);
+    pub(crate) fn enqueue(&self, message: Rc<dyn Turn>) {
+        self.queue.borrow_mut().push_back(Queued(Some(message)));
         if !self.scheduled.get() {
             self.scheduled.set(true);
             if let Some(waker) = &*self.loop_waker.borrow() {
@@ -215,7 +254,11 @@ impl Future for TurnLoop {
         for _ in 0..TURNS_PER_POLL {
             let next = core.queue.borrow_mut().pop_front();
             match next {
-                Some(message) => message(),
+                Some(mut queued) => {
+                    if let Some(turn) = queued.0.take() {
+                        turn.run();
+                    }
+                }
                 None => {
                     let mut waker = core.loop_waker.borrow_mut();
                     match &*waker {

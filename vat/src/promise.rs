@@ -22,8 +22,33 @@ enum Slot<T> {
     Taken,
 }
 
-struct State<T> {
+/// What a promise shares with its resolver: the slot its result lands in,
+/// and whatever travels with it. An eventual send keeps its message here
+/// (see `Ref::send`), so a send costs one allocation, not two.
+pub(crate) struct Shared<T, M: ?Sized = dyn Carried> {
     slot: RefCell<Slot<T>>,
+    pub(crate) carried: M,
+}
+
+/// Anything a promise's allocation may carry besides its slot.
+pub(crate) trait Carried {}
+
+impl<M> Carried for M {}
+
+/// The state of a promise, whatever it carries.
+type State<T> = Shared<T, dyn Carried>;
+
+impl<T, M> Shared<T, M> {
+    /// An unsettled slot, carrying `carried`.
+    pub(crate) fn pending(carried: M) -> Shared<T, M> {
+        Shared {
+            slot: RefCell::new(Slot::Pending {
+                waker: None,
+                waiters: Vec::new(),
+            }),
+            carried,
+        }
+    }
 }
 
 /// The eventual result of a message: resolved with a value, or broken with an
@@ -77,17 +102,10 @@ impl<T> fmt::Debug for Resolver<T> {
 /// vat.stop().unwrap();
 /// ```
 pub fn promise<T>() -> (Promise<T>, Resolver<T>) {
-    let state = Rc::new(State {
-        slot: RefCell::new(Slot::Pending {
-            waker: None,
-            waiters: Vec::new(),
-        }),
-    });
+    let state: Rc<State<T>> = Rc::new(Shared::pending(()));
     (
-        Promise {
-            state: state.clone(),
-        },
-        Resolver { state: Some(state) },
+        Promise::from_shared(state.clone()),
+        Resolver::from_shared(state),
     )
 }
 
@@ -103,11 +121,16 @@ impl<T> Promise<T> {
     }
 
     fn settled(result: Result<T, Error>) -> Promise<T> {
-        Promise {
-            state: Rc::new(State {
-                slot: RefCell::new(Slot::Settled(result)),
-            }),
-        }
+        let state: Rc<State<T>> = Rc::new(Shared {
+            slot: RefCell::new(Slot::Settled(result)),
+            carried: (),
+        });
+        Promise { state }
+    }
+
+    /// The promise reading `state`.
+    pub(crate) fn from_shared(state: Rc<State<T>>) -> Promise<T> {
+        Promise { state }
     }
 
     /// Whether the promise has settled (resolved or broken).
@@ -192,6 +215,11 @@ impl<U: 'static> Promise<Ref<U>> {
 }
 
 impl<T> Resolver<T> {
+    /// The resolver settling `state`.
+    pub(crate) fn from_shared(state: Rc<State<T>>) -> Resolver<T> {
+        Resolver { state: Some(state) }
+    }
+
     /// Resolves the promise with `value`.
     pub fn resolve(self, value: T) {
         self.settle(Ok(value));

@@ -1,7 +1,7 @@
 //! Near references: objects of the same vat, called synchronously or sent to
 //! eventually.
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -9,10 +9,10 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 
-use crate::core::VatCore;
+use crate::core::{Turn, VatCore};
 use crate::error::{Error, ErrorKind};
 use crate::heap::{Header, HeapEntry, ObjectId, ObjectInfo, ObjectKind};
-use crate::promise::{promise, Promise, Resolver};
+use crate::promise::{promise, Promise, Resolver, Shared};
 
 pub(crate) struct Object<T> {
     header: Header,
@@ -82,6 +82,31 @@ impl<T> fmt::Debug for Ref<T> {
             self.object.header.type_name(),
             self.object.vat.name()
         )
+    }
+}
+
+/// An eventual send's message, kept in its promise's allocation until it is
+/// delivered.
+type Letter<T, F> = Cell<Option<(Ref<T>, F)>>;
+
+impl<T, R, F> Turn for Shared<R, Letter<T, F>>
+where
+    T: 'static,
+    R: 'static,
+    F: FnOnce(&mut T) -> R + 'static,
+{
+    fn run(self: Rc<Self>) {
+        if let Some((target, message)) = self.carried.take() {
+            target.deliver(message, Resolver::from_shared(self));
+        }
+    }
+
+    fn abandon(self: Rc<Self>) {
+        if let Some(letter) = self.carried.take() {
+            drop(letter);
+            // Dropping the resolver breaks the promise (vat stopped).
+            drop(Resolver::from_shared(self));
+        }
     }
 }
 
@@ -226,8 +251,10 @@ impl<T: 'static> Ref<T> {
     /// vat.stop().unwrap();
     /// ```
     pub fn send<R: 'static>(&self, message: impl FnOnce(&mut T) -> R + 'static) -> Promise<R> {
-        let (promise, resolver) = promise();
-        self.send_with(message, resolver);
+        // One allocation holds the promise's slot and the queued message.
+        let letter = Rc::new(Shared::pending(Cell::new(Some((self.clone(), message)))));
+        let promise = Promise::from_shared(letter.clone());
+        self.object.vat.enqueue(letter);
         promise
     }
 
@@ -243,7 +270,7 @@ impl<T: 'static> Ref<T> {
     {
         let (promise, resolver) = promise();
         let target = self.clone();
-        self.object.vat.enqueue(Box::new(move || {
+        self.object.vat.enqueue_fn(move || {
             let (future, future_resolver) = crate::promise::promise::<F>();
             target.deliver(message, future_resolver);
             tokio::task::spawn_local(async move {
@@ -266,7 +293,7 @@ impl<T: 'static> Ref<T> {
                     }
                 }
             });
-        }));
+        });
         promise
     }
 
@@ -279,7 +306,7 @@ impl<T: 'static> Ref<T> {
         let target = self.clone();
         self.object
             .vat
-            .enqueue(Box::new(move || target.deliver(message, resolver)));
+            .enqueue_fn(move || target.deliver(message, resolver));
     }
 
     /// One turn: delivers `message` to the object.
@@ -389,6 +416,24 @@ mod tests {
                 ErrorKind::Crashed
             )
         );
+        vat.stop().unwrap();
+    }
+
+    #[test]
+    fn a_send_still_queued_when_its_vat_stops_breaks_with_vat_stopped() {
+        let vat = VatHandle::start("stopping").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        vat.run(move || {
+            let cell = crate::spawn(Cell(0));
+            // The promise itself is dropped at once; the queue keeps the message.
+            cell.send(|c| c.0 += 1).on_settled(move |result| {
+                let _ = tx.send(result.as_ref().map_err(|e| e.kind()).copied());
+            });
+            crate::current().stop();
+        })
+        .wait()
+        .unwrap();
+        assert_eq!(rx.recv().unwrap(), Err(ErrorKind::VatStopped));
         vat.stop().unwrap();
     }
 
