@@ -89,6 +89,21 @@ impl Identity {
         }
     }
 
+    /// Loads the identity kept in `dir`, which must already hold one: unlike
+    /// [`Identity::load_or_create`] it never creates the folder or a key, so
+    /// a mistyped folder is an error ([`IdentityError::Missing`]) rather
+    /// than a new vat. The key file is checked as `load_or_create` checks it.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Identity, IdentityError> {
+        let path = dir.as_ref().join(Self::KEY_FILE);
+        match File::open(&path) {
+            Ok(file) => Self::read_key_file(file, &path),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                Err(IdentityError::Missing { path })
+            }
+            Err(source) => Err(IdentityError::Read { path, source }),
+        }
+    }
+
     /// The public half of the key pair: this vat's name on the network.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(self.key.verifying_key().to_bytes())
@@ -235,6 +250,12 @@ pub enum IdentityError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// There is no key file: the folder holds no vat identity.
+    #[error("no identity key at {}: this folder holds no vat identity", path.display())]
+    Missing {
+        /// Where the key file was looked for.
+        path: PathBuf,
+    },
     /// The key file exists but could not be read.
     #[error("cannot read the identity key {}: {source}", path.display())]
     Read {
@@ -300,6 +321,22 @@ mod tests {
             PublicKey(key.verifying_key().to_bytes()),
             identity.public_key()
         );
+    }
+
+    #[test]
+    fn load_reads_back_what_load_or_create_made_and_never_creates_one() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("vat");
+        match Identity::load(&dir) {
+            Err(IdentityError::Missing { path }) => {
+                assert_eq!(path, dir.join(Identity::KEY_FILE));
+            }
+            other => panic!("expected Missing, got {other:?}"),
+        }
+        assert!(!dir.exists(), "load must not create the folder");
+        let made = Identity::load_or_create(&dir).unwrap();
+        let loaded = Identity::load(&dir).unwrap();
+        assert_eq!(loaded.public_key(), made.public_key());
     }
 
     #[test]
