@@ -276,7 +276,7 @@ async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duratio
     tokio::join!(reader, writer);
 }
 
-/// A vat program running in a child process (the `demo_peer` binary),
+/// A vat program running in a child process (`demo_peer`, `sturdy_peer`),
 /// killed when this guard is dropped so that no process outlives its test.
 #[derive(Debug)]
 pub struct PeerProcess {
@@ -284,6 +284,9 @@ pub struct PeerProcess {
     // Held so that the peer sees its stdin close only when asked to finish.
     stdin: Option<ChildStdin>,
     addr: SocketAddr,
+    // What the peer prints on its standard output, line by line, read by a
+    // thread of its own.
+    lines: mpsc::Receiver<std::io::Result<String>>,
 }
 
 impl PeerProcess {
@@ -298,23 +301,25 @@ impl PeerProcess {
             .expect("start the peer process");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("the peer's stdout");
+        let (line_tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if line_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         // Construct the guard first: if the peer never answers, dropping the
         // guard while panicking below still kills it.
         let mut peer = PeerProcess {
             child,
             stdin,
             addr: loopback(),
+            lines: line_rx,
         };
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-            let _ = line_tx.send(read);
-        });
-        let line = line_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the peer prints its address within 30 s")
-            .expect("read the peer's stdout");
+        let line = peer
+            .next_line(Duration::from_secs(30))
+            .expect("the peer prints its address within 30 s");
         let addr = line
             .trim()
             .strip_prefix("listening ")
@@ -326,6 +331,16 @@ impl PeerProcess {
     /// The address the peer's vat listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The next line the peer prints on its standard output after the
+    /// `listening` line, waiting up to `patience`; `None` if none came in
+    /// time or the peer closed its output.
+    pub fn next_line(&self, patience: Duration) -> Option<String> {
+        match self.lines.recv_timeout(patience) {
+            Ok(line) => Some(line.expect("read the peer's stdout")),
+            Err(_) => None,
+        }
     }
 
     /// Closes the peer's standard input, which asks it to stop its vat and
