@@ -1,15 +1,34 @@
 //! `vat`: the command-line tool of the vat system.
 //!
-//! `vat demo` starts a small federation on loopback and narrates what
-//! happens. Logs go to standard error, filtered by `RUST_LOG` (default:
-//! warnings and errors), so the narrative on standard output stays readable.
+//! - `vat demo` starts a small federation on loopback and narrates it.
+//! - `vat init` and `vat id` make and show a vat's identity.
+//! - `vat serve` runs the vat of a data folder, serving sturdyrefs.
+//! - `vat tokens` lists, revokes and mints that vat's tokens.
+//! - `vat call` restores a token and calls the object it names.
+//!
+//! Logs go to standard error, filtered by `RUST_LOG` (default: warnings and
+//! errors), so what the commands print on standard output stays readable.
+//! A failure prints `vat: <message>` and exits with status 1; a usage error
+//! exits with status 2.
 
+mod admin_client;
+mod call;
+mod data;
 mod demo;
+mod error;
+mod init;
+mod oneshot;
+mod serve;
+mod table;
+mod tokens;
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use sturdyrefs::{LocationHint, VatId};
 use tracing_subscriber::EnvFilter;
 
 /// Vats: objects that call each other nearly, send to each other eventually,
@@ -21,20 +40,132 @@ struct Cli {
     command: Command,
 }
 
+/// The data folder a command works on.
+#[derive(Debug, Args)]
+struct Data {
+    /// The vat's data folder: its identity key, its token store.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start a federation of three vats on loopback and show, step by step,
     /// spawns, near calls, eventual sends, pipelining and a caught crash.
     Demo,
+    /// Make a vat's identity (an ed25519 key in DIR/identity.key) and print
+    /// its vat id; an identity already there is kept.
+    Init(Data),
+    /// Print the vat id of the identity in a data folder.
+    Id(Data),
+    /// Run the vat of a data folder, serving sturdyrefs over TLS, until
+    /// SIGINT or SIGTERM. Its first start mints and prints a token for
+    /// host#1 and one for counter#1.
+    Serve {
+        #[command(flatten)]
+        data: Data,
+        /// The address to listen on, e.g. 127.0.0.1:4000 (port 0: any free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Where callers should dial, written into tokens (repeatable);
+        /// without it, the address bound.
+        #[arg(long = "hint", value_name = "HOST:PORT")]
+        hints: Vec<LocationHint>,
+    },
+    /// List, revoke and mint the tokens of a vat (running or not).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Restore a token and call a method on its object: on a counter,
+    /// `add N` or `get`; on a host, `echo N` or `greet NAME`.
+    #[command(allow_negative_numbers = true)]
+    Call {
+        /// The token, captp://...
+        token: String,
+        /// The method: add, get, echo or greet.
+        method: String,
+        /// The method's arguments.
+        args: Vec<String>,
+        /// Prove the identity in this data folder (for a token bound to
+        /// that vat) instead of calling anonymously.
+        #[arg(long = "as", value_name = "DIR")]
+        as_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Print every token: hash prefix, object, times, binding and state.
+    List(Data),
+    /// Revoke a token, named by a prefix of its hash (at least 8 hex digits)
+    /// or by its whole text.
+    Revoke {
+        #[command(flatten)]
+        data: Data,
+        /// A hash prefix, as `vat tokens list` prints it, or the token.
+        #[arg(value_name = "HASH-PREFIX|TOKEN")]
+        target: String,
+    },
+    /// Mint a token for an object of the running vat and print it.
+    Mint {
+        #[command(flatten)]
+        data: Data,
+        /// The object, kind#id: host#1 or counter#1.
+        object: String,
+        /// The token stops working this many seconds from now.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        expires_in: Option<u64>,
+        /// Only the vat with this id may present the token.
+        #[arg(long, value_name = "VATID")]
+        bound_to: Option<VatId>,
+    },
+}
+
+/// Runs the command; its error is what the user is told.
+fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Demo => demo::run()?,
+        Command::Init(Data { data }) => init::init(data)?,
+        Command::Id(Data { data }) => init::id(data)?,
+        Command::Serve {
+            data,
+            listen,
+            hints,
+        } => serve::run(serve::ServeArgs {
+            dir: data.data,
+            listen,
+            hints,
+        })?,
+        Command::Tokens(TokensCommand::List(Data { data })) => tokens::list(data)?,
+        Command::Tokens(TokensCommand::Revoke { data, target }) => {
+            tokens::revoke(data.data, &target)?
+        }
+        Command::Tokens(TokensCommand::Mint {
+            data,
+            object,
+            expires_in,
+            bound_to,
+        }) => tokens::mint(
+            data.data,
+            tokens::MintRequest {
+                object,
+                expires_in: expires_in.map(std::time::Duration::from_secs),
+                bound_to,
+            },
+        )?,
+        Command::Call {
+            token,
+            method,
+            args,
+            as_dir,
+        } => call::run(&token, &method, &args, as_dir)?,
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let outcome = match cli.command {
-        Command::Demo => demo::run(),
-    };
-    match outcome {
+    match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("vat: {error}");
