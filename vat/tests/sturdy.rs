@@ -227,12 +227,14 @@ fn tampered_tokens_are_refused_and_the_vat_goes_on_serving() {
         other => panic!("expected unreachable, got {other:?}"),
     }
 
-    // Another port: nothing there.
+    // Another port: nothing there. (A vat with a connection to the server
+    // already would use it: hints only locate the vat the id names.)
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = closed.local_addr().unwrap();
     drop(closed);
     let moved = token.replace(&server.addr.to_string(), &dead_port.to_string());
-    match client.add(&moved, 1) {
+    let newcomer = Client::start("newcomer", false);
+    match newcomer.add(&moved, 1) {
         Outcome::Unreachable(why) => assert!(why.contains("cannot connect"), "{why}"),
         other => panic!("expected unreachable, got {other:?}"),
     }
@@ -337,6 +339,28 @@ fn a_token_bound_to_one_vat_is_unknown_to_every_other() {
         Outcome::Refused(ErrorKind::UnknownToken)
     );
     assert_eq!(owner.add(&token, 1), Outcome::Refused(ErrorKind::Revoked));
+    server.stop();
+}
+
+#[test]
+fn restores_from_one_vat_share_one_connection_per_vat() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let token = server.mint(MintOptions::default());
+    let client = Client::start("client", false);
+    for expected in 1..=20 {
+        assert_eq!(client.add(&token, 1), Outcome::Value(expected));
+    }
+    // The server's heap holds one gateway per connection it accepted.
+    let gateways = server
+        .vat
+        .heap()
+        .wait()
+        .unwrap()
+        .iter()
+        .filter(|o| o.type_name.ends_with("Gateway"))
+        .count();
+    assert_eq!(gateways, 1);
     server.stop();
 }
 

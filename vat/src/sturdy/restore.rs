@@ -1,13 +1,16 @@
 //! The holder's side: from a sturdyref token to a live reference.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use captp::{tls, Connection, Identity, Limits, NetError, PublicKey};
 use schema::gateway_capnp::gateway;
 use sturdyrefs::{Host, LocationHint, SturdyRef, SwissNumber, VatId};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Why a sturdyref could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +111,44 @@ pub fn restore_on(connection: &Connection, swiss: &SwissNumber) -> capnp::capabi
     capnp::capability::Client::new(object.as_cap())
 }
 
-/// Restores `token` into a live reference: dials its vat ([`connect`]),
+/// A reusable connection is to one vat, made proving one key (or none).
+type SessionKey = (VatId, Option<PublicKey>);
+
+thread_local! {
+    /// The connections `restore` made from this vat (a vat is one thread),
+    /// by the vat dialled and the key this vat proved: later restores of
+    /// tokens for the same vat reuse them while they stay open.
+    static SESSIONS: RefCell<HashMap<SessionKey, Rc<Connection>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// An open connection to `token`'s vat, made by an earlier `restore` of
+/// this vat with the same identity, or a new one.
+async fn session(
+    token: &SturdyRef,
+    identity: Option<&Identity>,
+    limits: Limits,
+) -> Result<(Rc<Connection>, bool), RestoreError> {
+    let key = session_key(token, identity);
+    let open = SESSIONS.with(|s| s.borrow().get(&key).filter(|c| !c.is_closed()).cloned());
+    if let Some(connection) = open {
+        return Ok((connection, true));
+    }
+    let connection = Rc::new(connect(token, identity, limits).await?);
+    SESSIONS.with(|s| {
+        let mut sessions = s.borrow_mut();
+        sessions.retain(|_, c| !c.is_closed());
+        sessions.insert(key, Rc::clone(&connection));
+    });
+    Ok((connection, false))
+}
+
+fn session_key(token: &SturdyRef, identity: Option<&Identity>) -> SessionKey {
+    (*token.vat(), identity.map(Identity::public_key))
+}
+
+/// Restores `token` into a live reference: dials its vat ([`connect`]) or
+/// reuses the connection an earlier `restore` from this vat made to it,
 /// restores the object, and waits for the answer so that a refusal is
 /// reported here. Returns the reference and the object's kind.
 ///
@@ -126,21 +166,36 @@ pub async fn restore(
     identity: Option<&Identity>,
     limits: Limits,
 ) -> Result<(capnp::capability::Client, String), RestoreError> {
-    let connection = connect(token, identity, limits).await?;
+    let (connection, reused) = session(token, identity, limits).await?;
+    match restore_over(&connection, token.swiss()).await {
+        // A reused connection may have died since its last use without
+        // this vat noticing yet: forget it and dial afresh, once.
+        Err(error) if reused && error.kind() == ErrorKind::Disconnected => {
+            let key = session_key(token, identity);
+            SESSIONS.with(|s| s.borrow_mut().remove(&key));
+            let (connection, _) = session(token, identity, limits).await?;
+            Ok(restore_over(&connection, token.swiss()).await?)
+        }
+        outcome => Ok(outcome?),
+    }
+}
+
+/// Asks the gateway at the other end of `connection` for the object `swiss`
+/// names, and waits for the answer.
+async fn restore_over(
+    connection: &Connection,
+    swiss: &SwissNumber,
+) -> Result<(capnp::capability::Client, String), Error> {
     let gateway: gateway::Client = connection.peer();
     let mut request = gateway.restore_request();
-    request.get().set_swiss_number(token.swiss().as_bytes());
-    let response = request.send().promise.await.map_err(Error::from)?;
-    let results = response.get().map_err(Error::from)?;
+    request.get().set_swiss_number(swiss.as_bytes());
+    let response = request.send().promise.await?;
+    let results = response.get()?;
     let kind = results
-        .get_kind()
-        .map_err(Error::from)?
+        .get_kind()?
         .to_string()
-        .map_err(|e| Error::from(capnp::Error::from(e)))?;
-    let object = results
-        .get_object()
-        .get_as_capability()
-        .map_err(Error::from)?;
+        .map_err(capnp::Error::from)?;
+    let object = results.get_object().get_as_capability()?;
     Ok((object, kind))
 }
 
