@@ -224,3 +224,62 @@ impl Target {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(first: u8, second: u8) -> Row {
+        let mut hash = [0u8; 32];
+        hash[0] = first;
+        hash[1] = second;
+        Row {
+            hash: SwissHash::from_bytes(hash),
+            object: "counter#1".to_owned(),
+            created: 0,
+            expires: None,
+            bound_to: None,
+            state: State::Live,
+        }
+    }
+
+    fn vat() -> VatId {
+        VatId::from_bytes([9; 32])
+    }
+
+    #[test]
+    fn a_prefix_names_one_token_or_says_why_not() {
+        let rows = [row(0xab, 0x01), row(0xab, 0x02), row(0xcd, 0x00)];
+        let pick = |text: &str| Target::parse(text, vat()).and_then(|t| t.pick(&rows));
+        assert_eq!(pick("ab0100000000").unwrap().hash, rows[0].hash);
+        assert_eq!(pick("AB020000").unwrap().hash, rows[1].hash);
+        assert!(matches!(
+            pick("ab000000"),
+            Err(CliError::NoSuchToken(prefix)) if prefix == "ab000000"
+        ));
+        let both = [row(0xab, 0x01), row(0xab, 0x01)];
+        assert!(matches!(
+            Target::parse("ab010000", vat()).and_then(|t| t.pick(&both)),
+            Err(CliError::Ambiguous { count: 2, .. })
+        ));
+        assert!(matches!(pick("ab01"), Err(CliError::BadPrefix(_))));
+        assert!(matches!(pick("zz010000"), Err(CliError::BadPrefix(_))));
+        assert!(matches!(pick(&"a".repeat(65)), Err(CliError::BadPrefix(_))));
+    }
+
+    #[test]
+    fn a_token_names_its_hash_and_must_be_this_vats() {
+        let swiss = sturdyrefs::SwissNumber::from_bytes([3; 32]);
+        let hints = vec!["127.0.0.1:4000".parse().unwrap()];
+        let token = SturdyRef::new(vat(), hints.clone(), swiss.clone()).unwrap();
+        match Target::parse(&token.to_string(), vat()).unwrap() {
+            Target::Hash(hash) => assert_eq!(hash, swiss.hash()),
+            other => panic!("expected a hash, got {other:?}"),
+        }
+        let elsewhere = SturdyRef::new(VatId::from_bytes([8; 32]), hints, swiss).unwrap();
+        assert!(matches!(
+            Target::parse(&elsewhere.to_string(), vat()),
+            Err(CliError::WrongVat { .. })
+        ));
+    }
+}
