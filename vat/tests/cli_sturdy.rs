@@ -570,6 +570,11 @@ fn kill_9_in_a_stream_of_adds_loses_nothing_acknowledged() {
     let acknowledged = adding.join().unwrap();
     assert!(acknowledged > 0, "no add was acknowledged before the kill");
 
+    // A killed vat leaves serve.addr behind; its store's lock says it is gone.
+    assert!(dir.join("serve.addr").exists());
+    let offline = ok(&["tokens", "list", "--data", text(&dir)]);
+    assert!(offline.contains("is not running"), "{offline}");
+
     let serving = Serving::start(&dir, &listen, &[]);
     let value: i64 = ok(&["call", &token, "get"]).trim().parse().unwrap();
     eprintln!("acknowledged before the kill: {acknowledged}; after the restart: {value}");
