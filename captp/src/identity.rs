@@ -1,6 +1,6 @@
 //! A vat's identity: its ed25519 key pair, kept in its data folder.
 //!
-//! The private key lives in `<data folder>/identity.key` as a PKCS#8 PEM
+//! The private key lives in `<data folder>/identity.key` as a PKCS#8 v1 PEM
 //! block (`-----BEGIN PRIVATE KEY-----`, the form `openssl pkey` reads),
 //! readable by its owner only. [`Identity::load_or_create`] makes it on a
 //! vat's first start and reads it back on every later one, so the vat keeps
@@ -13,7 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::SigningKey;
 
 use crate::PublicKey;
@@ -149,9 +149,13 @@ impl Identity {
     /// Writes a fresh key to `path` unless a key file appears there first.
     fn create(dir: &Path, path: &Path) -> Result<Identity, IdentityError> {
         let identity = Identity::generate()?;
-        let pem = identity
-            .key
-            .to_pkcs8_pem(LineEnding::LF)
+        // PKCS#8 v1 (the private key alone): v2, which adds the public key,
+        // is refused by OpenSSL 3.0 and so by the tools built on it.
+        let pem = KeypairBytes {
+            secret_key: identity.key.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| IdentityError::Write {
                 path: path.to_path_buf(),
                 source: io::Error::other(e.to_string()),

@@ -1,6 +1,9 @@
 //! A vat's identity key file: made once, kept private, refused when exposed
 //! or malformed.
 
+// Test scaffolding: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -55,6 +58,11 @@ fn the_key_file_is_pkcs8_pem() {
         text.trim_end().ends_with("-----END PRIVATE KEY-----"),
         "{text}"
     );
+    // PKCS#8 v1 (version 0, no public key), which OpenSSL 3.0 reads: the
+    // 48-byte DER of every ed25519 v1 key starts with these base64 digits.
+    let body = text.lines().nth(1).unwrap();
+    assert!(body.starts_with("MC4CAQAwBQYDK2VwBCIEI"), "{text}");
+    assert_eq!(body.len(), 64, "{text}");
 }
 
 #[test]
