@@ -32,7 +32,8 @@ fn capabilities_cross_a_pipe_in_both_directions() {
     let bob = VatHandle::start("bob").expect("start bob");
     let end = serve_host(&bob);
 
-    let (value, reply, back) = alice
+    let bob_handle = bob.clone();
+    let (value, reply, back, heap) = alice
         .run_async(move || async move {
             let connection = Connection::open(end, Side::Dialer, None, Limits::default(), "bob");
             let host: host::Client = connection.peer();
@@ -76,7 +77,11 @@ fn capabilities_cross_a_pipe_in_both_directions() {
                 .expect("reply")
                 .to_string()
                 .expect("utf-8");
-            (value, reply, back)
+            // Read bob's heap while alice still holds the counter: once she
+            // drops it, bob releases it and it leaves his heap.
+            let heap = bob_handle.heap().await.expect("bob's heap");
+            drop(counter);
+            (value, reply, back, heap)
         })
         .wait()
         .expect("alice runs");
@@ -86,7 +91,6 @@ fn capabilities_cross_a_pipe_in_both_directions() {
     assert_eq!(back, "bob heard \"thanks\"");
 
     // Bob's heap shows the counter handled both adds.
-    let heap = bob.heap().wait().expect("heap");
     let counter = heap
         .iter()
         .find(|o| o.type_name.ends_with("demo::objects::Counter"))
