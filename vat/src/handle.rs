@@ -110,8 +110,11 @@ fn vat_thread(
     mut inbox: mpsc::UnboundedReceiver<Command>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    // Sockets and timers only: a vat handles no signals, and tokio's signal
+    // driver would cost every vat a socket of its own.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()
     {
         Ok(runtime) => runtime,

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use schema::demo_capnp::host;
+use signal_hook::consts::{SIGINT, SIGTERM};
 use sturdyrefs::{Host as HintHost, LocationHint, MintOptions, RedbStore, StoreError, VatId};
-use tokio::runtime::Runtime;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use vat::demo::{DurableCounter, Host};
 use vat::net::tls::TlsListener;
 use vat::net::{Identity, Limits};
@@ -29,8 +28,9 @@ use crate::table::{Row, State};
 /// are printed.
 const OBJECTS: [(&str, u64); 2] = [("host", 1), ("counter", 1)];
 
-/// How often the main thread checks that the vat is still running.
-const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the main thread looks for a signal and checks that the vat is
+/// still running.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// `vat serve`'s arguments.
 #[derive(Debug)]
@@ -53,11 +53,11 @@ struct Started {
     existing: Vec<Row>,
 }
 
-/// SIGTERM and SIGINT, watched from the main thread.
+/// SIGTERM and SIGINT, watched from the main thread. (signal-hook rather
+/// than tokio's signals: with those, every vat's runtime would keep a signal
+/// socket of its own.)
 struct Signals {
-    runtime: Runtime,
-    terminate: Signal,
-    interrupt: Signal,
+    inner: signal_hook::iterator::Signals,
 }
 
 /// Runs the vat until a signal asks it to stop.
@@ -210,46 +210,29 @@ fn short(id: &VatId) -> String {
 
 impl Signals {
     fn install() -> Result<Signals, CliError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(CliError::Signals)?;
-        let entered = runtime.enter();
-        let terminate = signal(SignalKind::terminate()).map_err(CliError::Signals)?;
-        let interrupt = signal(SignalKind::interrupt()).map_err(CliError::Signals)?;
-        drop(entered);
-        Ok(Signals {
-            runtime,
-            terminate,
-            interrupt,
-        })
+        let inner =
+            signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(CliError::Signals)?;
+        Ok(Signals { inner })
     }
 
     /// Waits for SIGTERM or SIGINT and names it; fails if the vat stops on
     /// its own first.
     fn wait(&mut self, vat: &VatHandle) -> Result<&'static str, CliError> {
-        let Signals {
-            runtime,
-            terminate,
-            interrupt,
-        } = self;
-        runtime.block_on(async {
-            let mut watch = tokio::time::interval(WATCH_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = terminate.recv() => return Ok("SIGTERM"),
-                    _ = interrupt.recv() => return Ok("SIGINT"),
-                    _ = watch.tick() => {
-                        if !vat.is_running() {
-                            return Err(CliError::Vat(vat::Error::new(
-                                ErrorKind::VatStopped,
-                                "the serving vat stopped on its own",
-                            )));
-                        }
-                    }
+        loop {
+            for signal in self.inner.pending() {
+                match signal {
+                    SIGTERM => return Ok("SIGTERM"),
+                    SIGINT => return Ok("SIGINT"),
+                    _ => {}
                 }
             }
-        })
+            if !vat.is_running() {
+                return Err(CliError::Vat(vat::Error::new(
+                    ErrorKind::VatStopped,
+                    "the serving vat stopped on its own",
+                )));
+            }
+            std::thread::sleep(WATCH_INTERVAL);
+        }
     }
 }
