@@ -156,10 +156,10 @@ impl Identity {
             public_key: None,
         }
         .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| IdentityError::Write {
-                path: path.to_path_buf(),
-                source: io::Error::other(e.to_string()),
-            })?;
+        .map_err(|e| IdentityError::Write {
+            path: path.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })?;
         let temporary = dir.join(temporary_name()?);
         let written = write_new_file(&temporary, pem.as_bytes())
             .and_then(|()| fs::hard_link(&temporary, path));
