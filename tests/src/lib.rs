@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use schema::demo_capnp::{callback, host};
+use schema::demo_capnp::{callback, chain, host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -99,6 +99,22 @@ pub fn serve_host(vat: &VatHandle, name: &str, transport: Transport) -> Route {
             Route::Tcp(addr)
         }
     }
+}
+
+/// `host.chain()`, then `next()` `nexts` times, then `depth()`, every call
+/// sent before any answer; returns the depth reached (`nexts`).
+pub async fn pipelined_chain(host: &host::Client, nexts: u32) -> capnp::Result<u32> {
+    let mut link: chain::Client = host.chain_request().send().pipeline.get_link();
+    for _ in 0..nexts {
+        link = link.next_request().send().pipeline.get_link();
+    }
+    Ok(link
+        .depth_request()
+        .send()
+        .promise
+        .await?
+        .get()?
+        .get_depth())
 }
 
 /// `127.0.0.1:0`: a free loopback port.

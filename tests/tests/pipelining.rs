@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use schema::demo_capnp::{chain, host};
-use tests::{serve_host, DelayProxy, Route, Transport};
+use tests::{pipelined_chain, serve_host, DelayProxy, Route, Transport};
 use vat::{ObjectState, VatHandle};
 
 /// The proxy's delay in each direction.
@@ -73,20 +73,11 @@ impl Delayed {
     }
 }
 
-/// `host.chain().next()…next().depth()`, every call sent before any answer.
-async fn pipelined_chain(host: &host::Client) -> Result<(u32, Duration), capnp::Error> {
+/// `host.chain().next()…next().depth()`, every call sent before any answer,
+/// and how long it took.
+async fn timed_pipelined_chain(host: &host::Client) -> Result<(u32, Duration), capnp::Error> {
     let start = Instant::now();
-    let mut link: chain::Client = host.chain_request().send().pipeline.get_link();
-    for _ in 0..NEXTS {
-        link = link.next_request().send().pipeline.get_link();
-    }
-    let depth = link
-        .depth_request()
-        .send()
-        .promise
-        .await?
-        .get()?
-        .get_depth();
+    let depth = pipelined_chain(host, NEXTS).await?;
     Ok((depth, start.elapsed()))
 }
 
@@ -125,7 +116,7 @@ fn a_pipelined_chain_of_calls_costs_about_one_round_trip() {
     let runs = delayed.with_host(|host| async move {
         let mut runs = Vec::new();
         for _ in 0..ATTEMPTS {
-            runs.push(pipelined_chain(&host).await?);
+            runs.push(timed_pipelined_chain(&host).await?);
         }
         Ok(runs)
     });

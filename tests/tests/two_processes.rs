@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use schema::demo_capnp::{callback, chain, host};
-use tests::{text, PeerProcess, Route, Silent};
+use schema::demo_capnp::{callback, host};
+use tests::{pipelined_chain, text, PeerProcess, Route, Silent};
 use vat::{ErrorKind, ObjectState, VatHandle};
 
 const NEXTS: u32 = 10;
@@ -76,17 +76,7 @@ fn chains_pipeline_across_processes_in_both_directions() {
             let host: host::Client = connection.peer();
 
             // Alice pipelines a chain on the peer's host: one await in all.
-            let mut link: chain::Client = host.chain_request().send().pipeline.get_link();
-            for _ in 0..NEXTS {
-                link = link.next_request().send().pipeline.get_link();
-            }
-            let there = link
-                .depth_request()
-                .send()
-                .promise
-                .await?
-                .get()?
-                .get_depth();
+            let there = pipelined_chain(&host, NEXTS).await?;
 
             // The peer pipelines a chain on alice's host.
             let mine: host::Client = vat::export(vat::demo::Host::new("alice"));
