@@ -79,6 +79,9 @@ pub struct TokenRecord {
     pub bound_to: Option<VatId>,
     /// Whether the token was revoked. Revocation is for good.
     pub revoked: bool,
+    /// Whether the token works only once: the vat that serves it revokes it
+    /// as it restores it (a handoff from one vat to another).
+    pub single_use: bool,
 }
 
 impl TokenRecord {
@@ -104,6 +107,8 @@ pub struct MintOptions {
     pub expires_at: Option<SystemTime>,
     /// Bind the token to one vat: presented by any other, it is unknown.
     pub bound_to: Option<VatId>,
+    /// The token works once (see [`TokenRecord::single_use`]).
+    pub single_use: bool,
 }
 
 /// A freshly minted token: its secret, which only the caller now holds
@@ -151,6 +156,7 @@ mod tests {
             expires_at: None,
             bound_to: None,
             revoked: false,
+            single_use: false,
         }
     }
 

@@ -38,6 +38,7 @@ fn no_swiss_number_appears_in_the_database_file_only_hashes() {
             let options = MintOptions {
                 expires_at: (i % 3 == 0).then(|| SystemTime::now() + Duration::from_secs(60)),
                 bound_to: (i % 4 == 0).then(|| VatId::from_bytes([i as u8; 32])),
+                single_use: false,
             };
             let object = ObjectRef::new("counter", i % 5).unwrap();
             minted.push(store.mint(object, options).unwrap());

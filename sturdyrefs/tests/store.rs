@@ -172,6 +172,7 @@ fn a_bound_token_is_unknown_to_every_other_presenter_whatever_its_state() {
     let options = MintOptions {
         expires_at: Some(at(10)),
         bound_to: Some(alice()),
+        single_use: false,
     };
     let minted = store.mint_at(object("counter", 1), options, at(0)).unwrap();
     let swiss = &minted.swiss;
@@ -319,6 +320,7 @@ fn everything_survives_closing_and_reopening() {
                 MintOptions {
                     expires_at: Some(SystemTime::now() + Duration::from_secs(3600)),
                     bound_to: Some(alice()),
+                    single_use: false,
                 },
             )
             .unwrap();
@@ -421,4 +423,28 @@ fn one_store_serves_many_threads() {
         store.get_state(&object("cell", 319)).unwrap(),
         Some(19u64.to_be_bytes().to_vec())
     );
+}
+
+#[test]
+fn a_single_use_token_keeps_its_mark_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vat.redb");
+    let minted = {
+        let store = RedbStore::open(&path).unwrap();
+        let options = MintOptions {
+            single_use: true,
+            ..MintOptions::default()
+        };
+        store.mint(object("counter", 1), options).unwrap()
+    };
+    assert!(minted.record.single_use);
+    let store = RedbStore::open(&path).unwrap();
+    match store.lookup(&minted.swiss, None).unwrap() {
+        Lookup::Found(record) => assert!(record.single_use),
+        other => panic!("expected the token, got {other:?}"),
+    }
+    let reusable = store
+        .mint(object("counter", 1), MintOptions::default())
+        .unwrap();
+    assert!(!reusable.record.single_use);
 }

@@ -1,7 +1,8 @@
 //! How records and object references are laid out as bytes in a store.
 //!
 //! A token record is a format byte followed by the postcard encoding of
-//! [`StoredRecord`]. An object reference, used as a key, is the length of
+//! [`StoredRecord`] (format 2; format 1, without `single_use`, is still
+//! read). An object reference, used as a key, is the length of
 //! its kind (one byte), the kind's UTF-8 bytes, and the id as 8 big-endian
 //! bytes, so keys of one kind sort by id.
 
@@ -14,8 +15,11 @@ use crate::store::StoreError;
 use crate::swiss::SwissHash;
 use crate::vat_id::VatId;
 
-/// The first byte of every encoded token record.
-const RECORD_FORMAT: u8 = 1;
+/// The first byte of every token record written now.
+const RECORD_FORMAT: u8 = 2;
+
+/// The format of records written before tokens could be single-use.
+const RECORD_FORMAT_1: u8 = 1;
 
 /// A token record as stored; the hash is the key, so it is not repeated.
 #[derive(Serialize, Deserialize)]
@@ -26,6 +30,32 @@ struct StoredRecord {
     expires_at: Option<StoredTime>,
     bound_to: Option<[u8; 32]>,
     revoked: bool,
+    single_use: bool,
+}
+
+/// A record of format 1: the same fields but `single_use`.
+#[derive(Serialize, Deserialize)]
+struct StoredRecord1 {
+    kind: String,
+    id: u64,
+    created_at: StoredTime,
+    expires_at: Option<StoredTime>,
+    bound_to: Option<[u8; 32]>,
+    revoked: bool,
+}
+
+impl From<StoredRecord1> for StoredRecord {
+    fn from(old: StoredRecord1) -> StoredRecord {
+        StoredRecord {
+            kind: old.kind,
+            id: old.id,
+            created_at: old.created_at,
+            expires_at: old.expires_at,
+            bound_to: old.bound_to,
+            revoked: old.revoked,
+            single_use: false,
+        }
+    }
 }
 
 /// A point in time as seconds and nanoseconds since 1970.
@@ -70,6 +100,7 @@ pub(crate) fn encode_record(record: &TokenRecord) -> Result<Vec<u8>, StoreError>
         expires_at: record.expires_at.map(time_to_stored).transpose()?,
         bound_to: record.bound_to.map(VatId::to_bytes),
         revoked: record.revoked,
+        single_use: record.single_use,
     };
     let bytes = vec![RECORD_FORMAT];
     postcard::to_extend(&stored, bytes).map_err(|e| corrupt("token record", e))
@@ -80,14 +111,18 @@ pub(crate) fn decode_record(hash: SwissHash, bytes: &[u8]) -> Result<TokenRecord
     let Some((&format, body)) = bytes.split_first() else {
         return Err(corrupt("token record", "empty value"));
     };
-    if format != RECORD_FORMAT {
-        return Err(corrupt(
-            "token record",
-            format!("unknown record format {format}"),
-        ));
+    let (stored, rest): (StoredRecord, &[u8]) = match format {
+        RECORD_FORMAT => postcard::take_from_bytes(body),
+        RECORD_FORMAT_1 => postcard::take_from_bytes::<StoredRecord1>(body)
+            .map(|(old, rest)| (StoredRecord::from(old), rest)),
+        other => {
+            return Err(corrupt(
+                "token record",
+                format!("unknown record format {other}"),
+            ))
+        }
     }
-    let (stored, rest): (StoredRecord, &[u8]) =
-        postcard::take_from_bytes(body).map_err(|e| corrupt("token record", e))?;
+    .map_err(|e| corrupt("token record", e))?;
     if !rest.is_empty() {
         return Err(corrupt("token record", "bytes after the record"));
     }
@@ -103,6 +138,7 @@ pub(crate) fn decode_record(hash: SwissHash, bytes: &[u8]) -> Result<TokenRecord
             .transpose()?,
         bound_to: stored.bound_to.map(VatId::from_bytes),
         revoked: stored.revoked,
+        single_use: stored.single_use,
     })
 }
 
@@ -131,10 +167,29 @@ mod tests {
             expires_at: Some(SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 999_999_999)),
             bound_to: Some(VatId::from_bytes([4; 32])),
             revoked: true,
+            single_use: true,
         };
         let bytes = encode_record(&record).unwrap();
         assert_eq!(bytes[0], RECORD_FORMAT);
         assert_eq!(decode_record(record.swiss_hash, &bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn records_of_format_1_are_read_as_reusable() {
+        let old = StoredRecord1 {
+            kind: "counter".to_owned(),
+            id: 7,
+            created_at: StoredTime { secs: 5, nanos: 0 },
+            expires_at: None,
+            bound_to: None,
+            revoked: false,
+        };
+        let bytes = postcard::to_extend(&old, vec![RECORD_FORMAT_1]).unwrap();
+        let hash = SwissNumber::from_bytes([3; 32]).hash();
+        let record = decode_record(hash, &bytes).unwrap();
+        assert_eq!(record.object, ObjectRef::new("counter", 7).unwrap());
+        assert!(!record.single_use);
+        assert!(!record.revoked);
     }
 
     #[test]
@@ -147,6 +202,7 @@ mod tests {
             expires_at: None,
             bound_to: None,
             revoked: false,
+            single_use: false,
         };
         let bytes = encode_record(&record).unwrap();
         assert!(decode_record(hash, &[]).is_err());
@@ -168,6 +224,7 @@ mod tests {
             expires_at: None,
             bound_to: None,
             revoked: false,
+            single_use: false,
         };
         assert!(matches!(
             encode_record(&record),

@@ -97,6 +97,7 @@ pub trait Store: Send + Sync {
             expires_at: options.expires_at,
             bound_to: options.bound_to,
             revoked: false,
+            single_use: options.single_use,
         };
         self.insert_token(&record)?;
         Ok(Minted { swiss, record })

@@ -86,6 +86,7 @@ impl admin::Server for Admin {
                 MintOptions {
                     expires_at,
                     bound_to,
+                    single_use: false,
                 },
             )
             .await?;
