@@ -14,11 +14,24 @@ interface Gateway {
   # Refusals are exceptions of type `failed` whose reason starts with a tag:
   #   "[unknown token] "  no such token: never minted, or bound to another
   #                       vat than the caller proved it is;
-  #   "[revoked] "        the token was revoked;
+  #   "[revoked] "        the token was revoked, or is a single-use token
+  #                       (see `handoff`) that was used already;
   #   "[expired] "        the token's lifetime is over;
   #   "[invalid argument] " the swiss number is not 32 bytes.
   # A capability restored earlier breaks with "[revoked] " on its next call
   # once its token is revoked, and with "[expired] " once it expires.
+
+  handoff @2 (object :Capability, recipient :Data) -> (token :Text);
+  # Three-party handoff. The caller holds `object`, one of this vat's
+  # objects reached through this gateway, and wants to give it to the vat
+  # whose 32-byte key is `recipient`. The answer is a token for the same
+  # object that is bound to `recipient`, works once, and expires after
+  # 60 seconds: the caller passes it on, and the recipient restores it from
+  # this vat directly, over its own connection, so the introducer may leave.
+  # The recipient's reference lives as long as the caller's would: revoking
+  # the token the caller restored revokes it too.
+  # Refused with "[invalid argument] " when `object` is not an object of
+  # this vat reached through this connection, or `recipient` is not 32 bytes.
 
   admin @1 () -> (admin :Admin);
   # The vat's admin capability, for a caller that proved the vat's own key

@@ -160,6 +160,30 @@ impl Client {
             .unwrap()
     }
 
+    /// Asks the vat of `token` (which this client restored into `held`) for
+    /// a handoff token of the same object for `recipient`.
+    fn hand_off(&self, token: &str, held: &Arc<Root<Held>>, recipient: VatId) -> String {
+        let token: SturdyRef = token.parse().unwrap();
+        let identity = self.identity.clone();
+        let held = Arc::clone(held);
+        self.vat
+            .run_async(move || async move {
+                let object = held.get().unwrap().call(|h| h.0.client.clone()).unwrap();
+                vat::sturdy::handoff(
+                    &token,
+                    &object,
+                    recipient,
+                    identity.as_ref(),
+                    Limits::default(),
+                )
+                .await
+                .unwrap()
+                .to_string()
+            })
+            .wait()
+            .unwrap()
+    }
+
     /// Restores `token` afresh and adds `by` to the counter it names.
     fn add(&self, token: &str, by: i64) -> Outcome {
         match self.restore(token) {
@@ -299,6 +323,7 @@ fn an_expired_token_is_refused_and_its_references_die_with_it() {
     let token = server.mint(MintOptions {
         expires_at: Some(SystemTime::now() + lifetime),
         bound_to: None,
+        single_use: false,
     });
     let client = Client::start("client", false);
     let live = client.restore(&token).unwrap();
@@ -322,6 +347,7 @@ fn a_token_bound_to_one_vat_is_unknown_to_every_other() {
     let token = server.mint(MintOptions {
         expires_at: None,
         bound_to: Some(owner.id()),
+        single_use: false,
     });
     assert_eq!(
         thief.add(&token, 1),
@@ -490,5 +516,80 @@ fn the_operator_proving_the_vats_own_key_gets_the_admin_capability_and_nobody_el
         .iter()
         .any(|(hash, ..)| hash[..] == minted_hash.as_bytes()[..]));
     assert_eq!(client.add(&minted, 4), Outcome::Value(4));
+    server.stop();
+}
+
+#[test]
+fn a_handoff_lets_a_third_vat_reach_the_object_directly_once_the_introducer_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let token = server.mint(MintOptions::default());
+    let alice = Client::start("alice", true);
+    let carol = Client::start("carol", false);
+    let mallory = Client::start("mallory", false);
+
+    let alices = alice.restore(&token).unwrap();
+    assert_eq!(alice.add_on(&alices, 1), Outcome::Value(1));
+    let for_carol = alice.hand_off(&token, &alices, carol.id());
+    assert!(for_carol.contains(&server.key.to_string()), "{for_carol}");
+    assert_ne!(for_carol, token);
+
+    // Bound to carol: to anyone else it is unknown (and not used up).
+    assert_eq!(
+        mallory.add(&for_carol, 1),
+        Outcome::Refused(ErrorKind::UnknownToken)
+    );
+
+    // The introducer leaves before carol ever calls: nothing can pass through it.
+    drop(alices);
+    alice.vat.stop().unwrap();
+    let carols = carol.restore(&for_carol).unwrap();
+    for expected in 2..=101 {
+        assert_eq!(carol.add_on(&carols, 1), Outcome::Value(expected));
+    }
+    // Single use.
+    let again = Client {
+        vat: VatHandle::start("carol again").unwrap(),
+        identity: carol.identity.clone(),
+    };
+    assert_eq!(
+        again.add(&for_carol, 1),
+        Outcome::Refused(ErrorKind::Revoked)
+    );
+    // The recipient's reference lives no longer than the introducer's token.
+    assert!(server.revoke(&token));
+    assert_eq!(
+        carol.add_on(&carols, 1),
+        Outcome::Refused(ErrorKind::Revoked)
+    );
+    server.stop();
+}
+
+#[test]
+fn only_an_object_of_the_vat_reached_through_its_gateway_can_be_handed_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let token: SturdyRef = server.mint(MintOptions::default()).parse().unwrap();
+    let client = Client::start("client", true);
+    let error = client
+        .vat
+        .run_async(move || async move {
+            // A counter of the client's own, not of the server's.
+            let own: counter::Client = vat::export(vat::demo::Counter::default());
+            let recipient = VatId::from_bytes([9; 32]);
+            match vat::sturdy::handoff(&token, &own.client, recipient, None, Limits::default())
+                .await
+            {
+                Err(RestoreError::Refused(error)) => error,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+    assert!(
+        error.message().contains("not an object of this vat"),
+        "{error}"
+    );
     server.stop();
 }

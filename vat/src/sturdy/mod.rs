@@ -19,6 +19,11 @@
 //!   [`Expired`](crate::ErrorKind::Expired)) error. A token bound to one vat
 //!   and presented by another is refused exactly as an unknown one.
 //!
+//! - **Handoff**: a vat that restored an object can ask its vat for a
+//!   token of the same object bound to a third vat, single-use and
+//!   short-lived ([`handoff`]); the third vat restores it directly, so the
+//!   introducer may leave. Revoking the introducer's token revokes the
+//!   recipient's reference too.
 //! - The vat's **operator** (whoever holds its data folder, and so its key)
 //!   gets an admin capability from the gateway by proving the vat's own key:
 //!   list, mint and revoke tokens of the running vat.
@@ -33,6 +38,6 @@ mod revocable;
 mod state;
 
 pub use admin::parse_object;
-pub use persistence::{object_ref, Persistence, STORE_FILE};
-pub use restore::{connect, restore, restore_on, vat_id, vat_key, RestoreError};
+pub use persistence::{object_ref, Persistence, HANDOFF_LIFETIME, STORE_FILE};
+pub use restore::{connect, handoff, restore, restore_on, vat_id, vat_key, RestoreError};
 pub use state::{Durable, StateCell};

@@ -2,10 +2,11 @@
 //! gateway through which holders of tokens get in.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use captp::tls::TlsListener;
 use captp::Limits;
@@ -21,6 +22,10 @@ use super::restore::vat_id;
 use super::revocable::{revocable, Standing};
 use super::state::{decode, Durable, StateCell};
 use crate::error::{Error, ErrorKind};
+
+/// How long a handoff token works: long enough for the introducer to pass
+/// it on and the recipient to dial, short enough that a lost one soon dies.
+pub const HANDOFF_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The name of the store file inside a vat's data folder.
 pub const STORE_FILE: &str = "vat.redb";
@@ -63,6 +68,15 @@ struct Inner {
     /// Whether each restored token still stands, shared by the references
     /// restored from it.
     standings: RefCell<HashMap<SwissHash, Rc<Standing>>>,
+    /// What each restored reference reaches, by its identity (the pointer
+    /// capnp-rpc sees when the reference comes back to this vat).
+    restored: RefCell<HashMap<usize, ObjectRef>>,
+    /// Handoff tokens not used yet, with the standing of the reference they
+    /// were made from: the recipient's reference lives no longer.
+    handoffs: RefCell<HashMap<SwissHash, Rc<Standing>>>,
+    /// Single-use tokens used already, whose revocation may not have been
+    /// committed yet.
+    used: RefCell<HashSet<SwissHash>>,
 }
 
 impl std::fmt::Debug for Persistence {
@@ -98,6 +112,9 @@ impl Persistence {
                 revivers: RefCell::default(),
                 live: RefCell::default(),
                 standings: RefCell::default(),
+                restored: RefCell::default(),
+                handoffs: RefCell::default(),
+                used: RefCell::default(),
             }),
         })
     }
@@ -219,16 +236,98 @@ impl Persistence {
             Lookup::Revoked => return refused(ErrorKind::Revoked, "the token was revoked"),
             Lookup::Expired => return refused(ErrorKind::Expired, "the token has expired"),
         };
+        if record.single_use && !self.use_up(hash) {
+            return refused(ErrorKind::Revoked, "this single-use token was used already");
+        }
         let object = self.live(&record.object)?;
-        let standing = Rc::clone(
-            self.inner
-                .standings
-                .borrow_mut()
-                .entry(hash)
-                .or_insert_with(|| Standing::new(record.expires_at)),
-        );
+        let parent = self.inner.handoffs.borrow_mut().remove(&hash);
+        let standing = match parent {
+            Some(parent) => parent,
+            None => Rc::clone(
+                self.inner
+                    .standings
+                    .borrow_mut()
+                    .entry(hash)
+                    .or_insert_with(|| Standing::new(record.expires_at)),
+            ),
+        };
+        self.inner
+            .restored
+            .borrow_mut()
+            .insert(Rc::as_ptr(&standing) as usize, record.object.clone());
         tracing::debug!(token = %hash, object = %record.object, "restored");
         Ok((revocable(object, standing), record.object.kind().to_owned()))
+    }
+
+    /// Marks a single-use token used, and revokes it in the store in the
+    /// background; `false` if it was used already.
+    fn use_up(&self, hash: SwissHash) -> bool {
+        if !self.inner.used.borrow_mut().insert(hash) {
+            return false;
+        }
+        let committer = Rc::clone(&self.inner.committer);
+        tokio::task::spawn_local(async move {
+            if let Err(error) = committer.revoke(hash).await {
+                tracing::error!(token = %hash, %error, "a used single-use token could not be revoked");
+            }
+        });
+        true
+    }
+
+    /// Mints a handoff token for `object`, which must be a reference this
+    /// vat restored (or provided), for the vat `recipient`: bound to it,
+    /// single-use, short-lived (see `Gateway.handoff` in
+    /// `schema/capnp/gateway.capnp`).
+    pub async fn handoff(
+        &self,
+        object: &capnp::capability::Client,
+        recipient: VatId,
+    ) -> Result<SturdyRef, Error> {
+        let pointer = object.hook.get_ptr();
+        let restored = self.inner.restored.borrow().get(&pointer).cloned();
+        let (target, parent) = match restored {
+            Some(target) => {
+                let parent = self
+                    .inner
+                    .standings
+                    .borrow()
+                    .values()
+                    .find(|s| Rc::as_ptr(s) as usize == pointer)
+                    .cloned();
+                (target, parent)
+            }
+            None => {
+                let provided = self
+                    .inner
+                    .live
+                    .borrow()
+                    .iter()
+                    .find(|(_, client)| client.hook.get_ptr() == pointer)
+                    .map(|(target, _)| target.clone());
+                let target = provided.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        "the object to hand off is not an object of this vat reached \
+                         through this connection",
+                    )
+                })?;
+                (target, None)
+            }
+        };
+        let options = MintOptions {
+            expires_at: Some(SystemTime::now() + HANDOFF_LIFETIME),
+            bound_to: Some(recipient),
+            single_use: true,
+        };
+        let token = self.mint(&target, options).await?;
+        if let Some(parent) = parent {
+            self.inner
+                .handoffs
+                .borrow_mut()
+                .insert(token.swiss().hash(), parent);
+        }
+        tracing::info!(object = %target, recipient = %recipient, "handoff token minted");
+        Ok(token)
     }
 
     /// The gateway a caller who proved `caller` (or nobody) gets as its
@@ -308,6 +407,31 @@ struct Gateway {
 }
 
 impl gateway::Server for Gateway {
+    async fn handoff(
+        self: Rc<Self>,
+        params: gateway::HandoffParams,
+        mut results: gateway::HandoffResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let object = params.get_object().get_as_capability()?;
+        let recipient = params.get_recipient()?;
+        let recipient: [u8; 32] = recipient.try_into().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "a recipient is a 32-byte vat key; {} bytes were given",
+                    recipient.len()
+                ),
+            )
+        })?;
+        let token = self
+            .persistence
+            .handoff(&object, VatId::from_bytes(recipient))
+            .await?;
+        results.get().set_token(token.to_string());
+        Ok(())
+    }
+
     async fn admin(
         self: Rc<Self>,
         _: gateway::AdminParams,

@@ -180,6 +180,52 @@ pub async fn restore(
     }
 }
 
+/// Three-party handoff, the introducer's side: `object` was restored from
+/// `holder` (a token of vat B) by this vat, through [`restore`] with the
+/// same `identity`; this asks B for a token of the same object that only
+/// `recipient` may use, once, within [`HANDOFF_LIFETIME`](super::HANDOFF_LIFETIME).
+/// Pass the token to the recipient, which [`restore`]s it from B directly:
+/// its calls never pass through this vat, which may then leave.
+///
+/// ```no_run
+/// # async fn f(holder: sturdyrefs::SturdyRef, carol: sturdyrefs::VatId) -> Result<(), vat::sturdy::RestoreError> {
+/// let limits = vat::net::Limits::default();
+/// let (object, _kind) = vat::sturdy::restore(&holder, None, limits).await?;
+/// let for_carol = vat::sturdy::handoff(&holder, &object, carol, None, limits).await?;
+/// // hand `for_carol.to_string()` to carol, who restores it with her identity
+/// # Ok(()) }
+/// ```
+pub async fn handoff(
+    holder: &SturdyRef,
+    object: &capnp::capability::Client,
+    recipient: VatId,
+    identity: Option<&Identity>,
+    limits: Limits,
+) -> Result<SturdyRef, RestoreError> {
+    let (connection, _) = session(holder, identity, limits).await?;
+    let gateway: gateway::Client = connection.peer();
+    let mut request = gateway.handoff_request();
+    request
+        .get()
+        .init_object()
+        .set_as_capability(object.hook.add_ref());
+    request.get().set_recipient(recipient.as_bytes());
+    let response = request.send().promise.await.map_err(Error::from)?;
+    let text = response
+        .get()
+        .and_then(|r| r.get_token())
+        .map_err(Error::from)?
+        .to_str()
+        .map_err(|e| Error::from(capnp::Error::from(e)))?
+        .to_owned();
+    text.parse().map_err(|e| {
+        RestoreError::Refused(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("the vat answered with a token that does not parse: {e}"),
+        ))
+    })
+}
+
 /// Asks the gateway at the other end of `connection` for the object `swiss`
 /// names, and waits for the answer.
 async fn restore_over(
