@@ -154,6 +154,7 @@ fn vat_thread(
     // Dropping the local set drops every task of the vat: network sessions
     // close their sockets, so peers see the disconnect at once.
     drop(local);
+    run_stop_hooks();
     core.finish_stop();
     core::install(None);
     drop(core);
@@ -370,6 +371,21 @@ impl VatHandle {
     }
 }
 
+thread_local! {
+    /// What to run when this thread's vat stops (a vat is one thread).
+    static STOP_HOOKS: std::cell::RefCell<Vec<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn run_stop_hooks() {
+    let hooks = STOP_HOOKS.with(|hooks| std::mem::take(&mut *hooks.borrow_mut()));
+    for hook in hooks {
+        if catch_unwind(AssertUnwindSafe(hook)).is_err() {
+            tracing::error!("a stop hook panicked");
+        }
+    }
+}
+
 /// The vat this code runs in, seen from inside (`!Send`).
 #[derive(Clone)]
 pub struct LocalVat {
@@ -473,6 +489,14 @@ impl LocalVat {
             vat: self.core.shared.clone(),
             _type: PhantomData,
         }
+    }
+
+    /// Runs `hook` when this vat stops, after its tasks and connections are
+    /// dropped: for releasing what must not outlive the vat even when some
+    /// object of it leaks (a file lock, a thread). Hooks run in the order
+    /// registered, on the vat's thread.
+    pub fn on_stop(&self, hook: impl FnOnce() + 'static) {
+        STOP_HOOKS.with(|hooks| hooks.borrow_mut().push(Box::new(hook)));
     }
 
     /// Stops this vat once the current turn ends.

@@ -15,7 +15,7 @@ use schema::gateway_capnp::gateway;
 use sturdyrefs::{MintOptions, SturdyRef, SwissNumber, VatId};
 use vat::demo::DurableCounter;
 use vat::net::{tls, Identity, Limits};
-use vat::sturdy::{object_ref, restore, vat_id, Persistence, RestoreError};
+use vat::sturdy::{healing, object_ref, restore, vat_id, HealOptions, Persistence, RestoreError};
 use vat::{ErrorKind, Root, VatHandle};
 
 /// A vat serving a durable counter (`counter#1`) from a data folder.
@@ -35,6 +35,9 @@ impl Server {
             .run_async(move || async move {
                 let persistence = Persistence::open(&dir, vat_id(id.public_key())).unwrap();
                 persistence.durable::<DurableCounter>(1).unwrap();
+                let host: schema::demo_capnp::host::Client =
+                    vat::export(vat::demo::Host::new("server"));
+                persistence.provide(object_ref("host", 1).unwrap(), host.client);
                 let listener = tls::TlsListener::bind(([127, 0, 0, 1], port).into(), &id)
                     .await
                     .unwrap();
@@ -73,9 +76,14 @@ impl Server {
 
     /// Mints a token for the counter.
     fn mint(&self, options: MintOptions) -> String {
+        self.mint_for("counter", options)
+    }
+
+    /// Mints a token for `kind#1`.
+    fn mint_for(&self, kind: &'static str, options: MintOptions) -> String {
         self.with(move |p| async move {
-            let counter = object_ref("counter", 1).unwrap();
-            p.mint(&counter, options).await.unwrap().to_string()
+            let object = object_ref(kind, 1).unwrap();
+            p.mint(&object, options).await.unwrap().to_string()
         })
     }
 
@@ -182,6 +190,25 @@ impl Client {
             })
             .wait()
             .unwrap()
+    }
+
+    /// A healing reference to the counter `token` names, kept in the vat.
+    fn heal(&self, token: &str, wait: Duration) -> Arc<Root<Held>> {
+        let token: SturdyRef = token.parse().unwrap();
+        let identity = self.identity.clone();
+        let options = HealOptions {
+            wait,
+            ..HealOptions::default()
+        };
+        let kept = self
+            .vat
+            .run(move || {
+                let held = vat::spawn(Held(healing(token, identity, options).cast_to()));
+                vat::current().root(&held)
+            })
+            .wait()
+            .unwrap();
+        Arc::new(kept)
     }
 
     /// Restores `token` afresh and adds `by` to the counter it names.
@@ -591,5 +618,135 @@ fn only_an_object_of_the_vat_reached_through_its_gateway_can_be_handed_off() {
         error.message().contains("not an object of this vat"),
         "{error}"
     );
+    server.stop();
+}
+
+/// Adds `by` through `held` in `vat`, from any thread.
+fn add_in(vat: &VatHandle, held: &Arc<Root<Held>>, by: i64) -> Outcome {
+    let held = Arc::clone(held);
+    vat.run_async(move || async move {
+        let counter = held.get().unwrap().call(|h| h.0.clone()).unwrap();
+        match add(&counter, by).await {
+            Ok(value) => Outcome::Value(value),
+            Err(error) => Outcome::Refused(error.kind()),
+        }
+    })
+    .wait()
+    .unwrap()
+}
+
+#[test]
+fn a_healing_reference_comes_back_after_its_vat_restarts_with_no_action_by_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::generate().unwrap();
+    let server = Server::start(dir.path(), &identity, 0);
+    let port = server.addr.port();
+    let token = server.mint(MintOptions::default());
+    let client = Client::start("client", false);
+    let counter = client.heal(&token, Duration::from_secs(20));
+    assert_eq!(client.add_on(&counter, 1), Outcome::Value(1));
+
+    server.stop();
+    // A call made while the vat is down waits for it.
+    let (vat, held) = (client.vat.clone(), Arc::clone(&counter));
+    let waiting = std::thread::spawn(move || add_in(&vat, &held, 1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !waiting.is_finished(),
+        "the call waits while the vat is down"
+    );
+    let server = Server::start(dir.path(), &identity, port);
+    assert_eq!(waiting.join().unwrap(), Outcome::Value(2));
+    assert_eq!(client.add_on(&counter, 1), Outcome::Value(3));
+    server.stop();
+}
+
+#[test]
+fn calls_made_while_a_vat_stays_down_fail_after_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Identity::generate().unwrap(), 0);
+    let token = server.mint(MintOptions::default());
+    let client = Client::start("client", false);
+    let wait = Duration::from_millis(400);
+    let counter = client.heal(&token, wait);
+    assert_eq!(client.add_on(&counter, 1), Outcome::Value(1));
+    server.stop();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        client.add_on(&counter, 1),
+        Outcome::Refused(ErrorKind::Disconnected)
+    );
+    let waited = started.elapsed();
+    assert!(waited >= wait, "failed after {waited:?}, before the wait");
+    assert!(waited < wait * 10, "failed only after {waited:?}");
+}
+
+#[test]
+fn a_call_in_flight_when_the_link_drops_fails_and_is_never_sent_again() {
+    use schema::demo_capnp::{callback, host};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A callback that counts its calls and never answers.
+    struct Mute(Arc<AtomicU32>);
+    impl callback::Server for Mute {
+        async fn call(
+            self: std::rc::Rc<Self>,
+            _: callback::CallParams,
+            _: callback::CallResults,
+        ) -> Result<(), capnp::Error> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            futures::future::pending::<()>().await;
+            Ok(())
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::generate().unwrap();
+    let server = Server::start(dir.path(), &identity, 0);
+    let port = server.addr.port();
+    let token: SturdyRef = server
+        .mint_for("host", MintOptions::default())
+        .parse()
+        .unwrap();
+    let client = Client::start("client", false);
+    let calls = Arc::new(AtomicU32::new(0));
+    let mute = Arc::clone(&calls);
+    // greet() calls the mute callback back, so it stays in flight.
+    let greeting = client.vat.run_async(move || async move {
+        let host: host::Client = healing(token, None, HealOptions::default()).cast_to();
+        let mut greet = host.greet_request();
+        greet.get().set_callback(vat::export(Mute(mute)));
+        greet.get().set_name("carol");
+        let outcome = greet
+            .send()
+            .promise
+            .await
+            .map(|_| ())
+            .map_err(vat::Error::from);
+        let mut echo = host.echo_request();
+        echo.get().set_value(7);
+        let echoed = echo
+            .send()
+            .promise
+            .await
+            .map(|r| r.get().unwrap().get_value());
+        (outcome, echoed.map_err(vat::Error::from))
+    });
+    let started = std::time::Instant::now();
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "greet never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.stop();
+    let server = Server::start(dir.path(), &identity, port);
+    let (greeted, echoed) = greeting.wait().unwrap();
+    assert_eq!(greeted.unwrap_err().kind(), ErrorKind::Disconnected);
+    // The next call went to the vat's new incarnation...
+    assert_eq!(echoed.unwrap(), 7);
+    // ...and the interrupted greet was not sent again.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
     server.stop();
 }

@@ -2,6 +2,7 @@
 //! vat's loop never waits on a disk flush, and that folds the state changes
 //! queued while it was flushing into one transaction.
 
+use std::cell::RefCell;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -36,8 +37,8 @@ enum Job {
 /// The vat's side of the commit thread. Dropping it ends the thread once
 /// the jobs already queued are done, and waits for that.
 pub(crate) struct Committer {
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    jobs: RefCell<Option<mpsc::Sender<Job>>>,
+    thread: RefCell<Option<JoinHandle<()>>>,
 }
 
 impl Committer {
@@ -53,8 +54,8 @@ impl Committer {
                 )
             })?;
         Ok(Committer {
-            jobs: Some(jobs),
-            thread: Some(thread),
+            jobs: RefCell::new(Some(jobs)),
+            thread: RefCell::new(Some(thread)),
         })
     }
 
@@ -91,9 +92,14 @@ impl Committer {
         job: Job,
         done: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, Error> {
-        let gone = || Error::new(ErrorKind::Failed, "the commit thread has ended");
-        let jobs = self.jobs.as_ref().ok_or_else(gone)?;
-        jobs.send(job).map_err(|_| gone())?;
+        let gone = || Error::new(ErrorKind::Failed, "the vat's store is closed");
+        let sent = match &*self.jobs.borrow() {
+            Some(jobs) => jobs.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(gone());
+        }
         match done.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(store_error(error)),
@@ -102,15 +108,24 @@ impl Committer {
     }
 }
 
-impl Drop for Committer {
-    fn drop(&mut self) {
+impl Committer {
+    /// Ends the commit thread once the jobs already queued are done, and
+    /// waits for that; later jobs fail. Closing twice is fine.
+    pub(crate) fn close(&self) {
         // Closing the channel ends the thread after the queued jobs.
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
+        drop(self.jobs.borrow_mut().take());
+        let thread = self.thread.borrow_mut().take();
+        if let Some(thread) = thread {
             if thread.join().is_err() {
                 tracing::error!("the commit thread panicked");
             }
         }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -19,6 +19,9 @@
 //!   [`Expired`](crate::ErrorKind::Expired)) error. A token bound to one vat
 //!   and presented by another is refused exactly as an unknown one.
 //!
+//! - A **healing** reference ([`healing`]) restores its token again when
+//!   its connection drops or its vat restarts; calls made meanwhile wait
+//!   (bounded), calls in flight at the drop fail and are never re-sent.
 //! - **Handoff**: a vat that restored an object can ask its vat for a
 //!   token of the same object bound to a third vat, single-use and
 //!   short-lived ([`handoff`]); the third vat restores it directly, so the
@@ -32,12 +35,14 @@
 
 mod admin;
 mod committer;
+mod healing;
 mod persistence;
 mod restore;
 mod revocable;
 mod state;
 
 pub use admin::parse_object;
+pub use healing::{healing, HealOptions};
 pub use persistence::{object_ref, Persistence, HANDOFF_LIFETIME, STORE_FILE};
 pub use restore::{connect, handoff, restore, restore_on, vat_id, vat_key, RestoreError};
 pub use state::{Durable, StateCell};

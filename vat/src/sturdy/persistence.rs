@@ -57,7 +57,8 @@ pub struct Persistence {
 
 struct Inner {
     vat: VatId,
-    store: Arc<dyn Store>,
+    /// `None` once the vat stopped (see `close`).
+    store: RefCell<Option<Arc<dyn Store>>>,
     committer: Rc<Committer>,
     hints: RefCell<Vec<LocationHint>>,
     revivers: RefCell<HashMap<String, Reviver>>,
@@ -77,6 +78,16 @@ struct Inner {
     /// Single-use tokens used already, whose revocation may not have been
     /// committed yet.
     used: RefCell<HashSet<SwissHash>>,
+}
+
+impl Inner {
+    /// Finishes the queued commits and lets go of the store.
+    fn close(&self) {
+        self.committer.close();
+        drop(self.store.borrow_mut().take());
+        // Live objects may hold the committer or each other; let them go.
+        drop(std::mem::take(&mut *self.live.borrow_mut()));
+    }
 }
 
 impl std::fmt::Debug for Persistence {
@@ -103,10 +114,10 @@ impl Persistence {
             .map(|v| v.name().to_owned())
             .unwrap_or_default();
         let committer = Committer::start(Arc::clone(&store), &name)?;
-        Ok(Persistence {
+        let persistence = Persistence {
             inner: Rc::new(Inner {
                 vat,
-                store,
+                store: RefCell::new(Some(store)),
                 committer: Rc::new(committer),
                 hints: RefCell::new(Vec::new()),
                 revivers: RefCell::default(),
@@ -116,6 +127,28 @@ impl Persistence {
                 handoffs: RefCell::default(),
                 used: RefCell::default(),
             }),
+        };
+        // Objects of a stopped vat may outlive it in reference cycles (of
+        // capnp-rpc's connection state, say): close the store when the vat
+        // stops regardless, so its file is free to open again.
+        if let Some(vat) = crate::try_current() {
+            let inner = Rc::downgrade(&persistence.inner);
+            vat.on_stop(move || {
+                if let Some(inner) = inner.upgrade() {
+                    inner.close();
+                }
+            });
+        }
+        Ok(persistence)
+    }
+
+    /// The store, unless the vat stopped.
+    fn store(&self) -> Result<Arc<dyn Store>, Error> {
+        self.inner.store.borrow().clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::VatStopped,
+                "the vat's store is closed: the vat stopped",
+            )
         })
     }
 
@@ -134,7 +167,7 @@ impl Persistence {
     /// object from its stored state.
     pub fn register<K: Durable>(&self) {
         let reviver: Reviver = Rc::new(|persistence, object| {
-            let state = match persistence.inner.store.get_state(object) {
+            let state = match persistence.store()?.get_state(object) {
                 Ok(Some(bytes)) => decode::<K::State>(object, &bytes)?,
                 Ok(None) => K::State::default(),
                 Err(error) => return Err(store_error(error)),
@@ -158,6 +191,18 @@ impl Persistence {
         self.register::<K>();
         let object = object_ref(K::KIND, id)?;
         self.live(&object)
+    }
+
+    /// Forgets the live object `object`, so that the next restore of a
+    /// token for it (or the next [`durable`](Persistence::durable) call)
+    /// revives a fresh one from its last committed state. References handed
+    /// out earlier keep the old object. Returns whether it was live.
+    ///
+    /// A supervisor restarting a persistent child calls this first: the new
+    /// incarnation must not be the crashed one.
+    pub fn forget(&self, object: &ObjectRef) -> bool {
+        let gone = self.inner.live.borrow_mut().remove(object);
+        gone.is_some()
     }
 
     /// Makes `client` restorable as `object` for as long as this vat runs.
@@ -204,7 +249,7 @@ impl Persistence {
 
     /// Every token record (they hold hashes, never secrets).
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, Error> {
-        self.inner.store.tokens().map_err(store_error)
+        self.store()?.tokens().map_err(store_error)
     }
 
     /// Restores the object `swiss` names, for `presenter` (the vat that
@@ -217,8 +262,7 @@ impl Persistence {
     ) -> Result<(capnp::capability::Client, String), Error> {
         let hash = swiss.hash();
         let lookup = self
-            .inner
-            .store
+            .store()?
             .lookup(swiss, presenter)
             .map_err(store_error)?;
         let refused = |kind, message: &str| {

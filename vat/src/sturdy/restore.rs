@@ -166,6 +166,16 @@ pub async fn restore(
     identity: Option<&Identity>,
     limits: Limits,
 ) -> Result<(capnp::capability::Client, String), RestoreError> {
+    let (object, kind, _) = restore_connected(token, identity, limits).await?;
+    Ok((object, kind))
+}
+
+/// [`restore`], also returning the connection the reference lives on.
+pub(crate) async fn restore_connected(
+    token: &SturdyRef,
+    identity: Option<&Identity>,
+    limits: Limits,
+) -> Result<(capnp::capability::Client, String, Rc<Connection>), RestoreError> {
     let (connection, reused) = session(token, identity, limits).await?;
     match restore_over(&connection, token.swiss()).await {
         // A reused connection may have died since its last use without
@@ -174,9 +184,11 @@ pub async fn restore(
             let key = session_key(token, identity);
             SESSIONS.with(|s| s.borrow_mut().remove(&key));
             let (connection, _) = session(token, identity, limits).await?;
-            Ok(restore_over(&connection, token.swiss()).await?)
+            let (object, kind) = restore_over(&connection, token.swiss()).await?;
+            Ok((object, kind, connection))
         }
-        outcome => Ok(outcome?),
+        Ok((object, kind)) => Ok((object, kind, connection)),
+        Err(error) => Err(error.into()),
     }
 }
 
