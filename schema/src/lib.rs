@@ -8,6 +8,8 @@
 //!   the tests and the benchmarks.
 //! - [`gateway_capnp`]: how holders of sturdyref tokens restore them into live
 //!   capabilities.
+//! - [`supervise_capnp`]: supervisors, their crash logs, and spawners that
+//!   start supervised objects in another vat.
 
 #![forbid(unsafe_code)]
 
@@ -35,4 +37,17 @@ pub mod demo_capnp {
 )]
 pub mod gateway_capnp {
     include!(concat!(env!("OUT_DIR"), "/gateway_capnp.rs"));
+}
+
+/// Generated from `schema/capnp/supervise.capnp`.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unused_qualifications
+)]
+pub mod supervise_capnp {
+    include!(concat!(env!("OUT_DIR"), "/supervise_capnp.rs"));
 }

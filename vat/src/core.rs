@@ -72,7 +72,16 @@ pub(crate) struct VatCore {
     pub(crate) shared: ArcWeak<Shared>,
     /// Wakes the command loop when the vat stops itself.
     pub(crate) stop_requested: Rc<tokio::sync::Notify>,
+    /// Called when the object with that id crashes (supervisors watch their
+    /// children this way). Consulted only when a turn panics.
+    crash_watchers: RefCell<std::collections::HashMap<ObjectId, CrashWatcher>>,
+    /// While `Some`, every export records its client pointer and id here
+    /// (`far::capture_exports`).
+    export_capture: RefCell<Option<Vec<(usize, ObjectId)>>>,
 }
+
+/// What a crash watcher is told: the error the crashed object's callers get.
+pub(crate) type CrashWatcher = Box<dyn FnOnce(&Error)>;
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<VatCore>>> = const { RefCell::new(None) };
@@ -109,6 +118,8 @@ impl VatCore {
             roots: RefCell::default(),
             shared,
             stop_requested: Rc::new(tokio::sync::Notify::new()),
+            crash_watchers: RefCell::default(),
+            export_capture: RefCell::new(None),
         }
     }
 
@@ -177,8 +188,49 @@ impl VatCore {
         let roots = std::mem::take(&mut *self.roots.borrow_mut());
         drop(roots);
         self.heap.clear();
+        let watchers = std::mem::take(&mut *self.crash_watchers.borrow_mut());
+        drop(watchers);
         self.unwound.borrow_mut().clear();
         self.loop_waker.borrow_mut().take();
+    }
+
+    /// Calls `watcher` (once) when the object `id` crashes.
+    pub(crate) fn watch_crash(&self, id: ObjectId, watcher: CrashWatcher) {
+        self.crash_watchers.borrow_mut().insert(id, watcher);
+    }
+
+    /// Forgets the crash watcher of `id`, if any.
+    pub(crate) fn unwatch_crash(&self, id: ObjectId) {
+        let watcher = self.crash_watchers.borrow_mut().remove(&id);
+        drop(watcher);
+    }
+
+    /// Starts recording exports; returns what was recorded before (nested
+    /// captures each see their own exports).
+    pub(crate) fn begin_capture(&self) -> Option<Vec<(usize, ObjectId)>> {
+        self.export_capture.borrow_mut().replace(Vec::new())
+    }
+
+    /// Stops recording exports, restores the outer capture, and returns
+    /// what this one recorded.
+    pub(crate) fn end_capture(
+        &self,
+        outer: Option<Vec<(usize, ObjectId)>>,
+    ) -> Vec<(usize, ObjectId)> {
+        std::mem::replace(&mut *self.export_capture.borrow_mut(), outer).unwrap_or_default()
+    }
+
+    /// Whether exports are being recorded now.
+    #[inline]
+    pub(crate) fn capturing(&self) -> bool {
+        self.export_capture.borrow().is_some()
+    }
+
+    /// Records one export, if a capture is running.
+    pub(crate) fn note_export(&self, ptr: usize, id: ObjectId) {
+        if let Some(seen) = self.export_capture.borrow_mut().as_mut() {
+            seen.push((ptr, id));
+        }
     }
 
     /// Records that a panic unwound through a near call of `entry`.
@@ -207,8 +259,10 @@ impl VatCore {
         };
         let payload = panic?;
         let reason = panic_message(payload.as_ref());
+        let mut crashed = Vec::new();
         for entry in unwound.into_iter().flatten() {
             entry.crash(&reason);
+            crashed.push(entry.header().id());
         }
         target.crash(&reason);
         let header = target.header();
@@ -219,14 +273,31 @@ impl VatCore {
             %reason,
             "object crashed"
         );
-        Some(Error::new(
+        let error = Error::new(
             ErrorKind::Crashed,
             format!(
                 "object {} ({}) crashed: {reason}",
                 header.id(),
                 header.type_name()
             ),
-        ))
+        );
+        crashed.push(header.id());
+        self.tell_watchers(&crashed, &error);
+        Some(error)
+    }
+
+    /// Calls the crash watchers of `crashed`, outside any borrow: a watcher
+    /// may watch or unwatch other objects.
+    fn tell_watchers(&self, crashed: &[ObjectId], error: &Error) {
+        if self.crash_watchers.borrow().is_empty() {
+            return;
+        }
+        for id in crashed {
+            let watcher = self.crash_watchers.borrow_mut().remove(id);
+            if let Some(watcher) = watcher {
+                watcher(error);
+            }
+        }
     }
 }
 

@@ -65,11 +65,24 @@ where
     let weak: std::rc::Weak<dyn HeapEntry> = Rc::downgrade(&header) as _;
     vat.heap().record(weak);
     tracing::trace!(vat = vat.name(), object = %header.id(), r#type = header.type_name(), "exported");
-    C::new(Box::new(Turns {
-        inner: plain.into_client_hook(),
-        header,
-        vat,
-    }))
+    let inner = plain.into_client_hook();
+    if vat.capturing() {
+        vat.note_export(inner.get_ptr(), header.id());
+    }
+    C::new(Box::new(Turns { inner, header, vat }))
+}
+
+/// Runs `make`, catching a panic, and returns its outcome with every object
+/// it exported in the current vat, as (client pointer, id) pairs: a
+/// supervisor finds the object its factory made this way, to watch it.
+pub(crate) fn capture_exports<R>(
+    vat: &VatCore,
+    make: impl FnOnce() -> R,
+) -> (std::thread::Result<R>, Vec<(usize, crate::heap::ObjectId)>) {
+    let outer = vat.begin_capture();
+    let made = catch_unwind(AssertUnwindSafe(make));
+    let seen = vat.end_capture(outer);
+    (made, seen)
 }
 
 /// A request whose call lands in `hook.call`.

@@ -53,6 +53,7 @@ mod heap;
 mod promise;
 mod reference;
 pub mod sturdy;
+pub mod supervise;
 
 pub use error::{Error, ErrorKind};
 pub use far::export;
