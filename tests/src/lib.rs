@@ -9,6 +9,8 @@
 // they panic with a message like an assertion does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -309,7 +311,13 @@ impl PeerProcess {
     /// Starts `program` and waits (up to 30 s) for the line
     /// `listening ADDR` on its standard output.
     pub fn spawn(program: &Path) -> PeerProcess {
-        let mut child = Command::new(program)
+        PeerProcess::spawn_command(Command::new(program))
+    }
+
+    /// [`PeerProcess::spawn`] for a prepared command (arguments, a network
+    /// namespace: see [`netns`]).
+    pub fn spawn_command(mut command: Command) -> PeerProcess {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -2,11 +2,12 @@
 //! in other languages (see `docs/PROTOCOL.md` and
 //! `tests/tests/third_party_python.rs`).
 //!
-//! `sturdy_peer [DATA_DIR]` opens the vat's identity and store in `DATA_DIR`
-//! (or in a fresh folder under the system's temporary directory, removed at
-//! exit), provides the durable counter `counter#1`, serves the sturdyref
-//! gateway on a TLS listener on a free loopback port, mints a token for the
-//! counter, and prints two lines on standard output:
+//! `sturdy_peer [DATA_DIR [LISTEN_ADDR]]` opens the vat's identity and store
+//! in `DATA_DIR` (or in a fresh folder under the system's temporary
+//! directory, removed at exit), provides the durable counter `counter#1`,
+//! serves the sturdyref gateway on a TLS listener on `LISTEN_ADDR` (default:
+//! a free loopback port), mints a token for the counter, and prints two
+//! lines on standard output:
 //!
 //! ```text
 //! listening 127.0.0.1:PORT
@@ -16,6 +17,7 @@
 //! It then runs until its standard input closes or it is killed.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,7 +50,7 @@ fn scratch_dir() -> Result<Scratch, std::io::Error> {
 }
 
 /// Starts serving inside `vat`; returns the listener's address and the token.
-fn serve(vat: &VatHandle, dir: &Path) -> Result<(String, String), String> {
+fn serve(vat: &VatHandle, dir: &Path, listen: SocketAddr) -> Result<(String, String), String> {
     let identity = Identity::load_or_create(dir)
         .map_err(|e| format!("cannot load the vat identity in {}: {e}", dir.display()))?;
     let dir = dir.to_path_buf();
@@ -58,9 +60,9 @@ fn serve(vat: &VatHandle, dir: &Path) -> Result<(String, String), String> {
         persistence
             .durable::<DurableCounter>(1)
             .map_err(|e| format!("cannot revive counter#1: {e}"))?;
-        let listener = TlsListener::bind(([127, 0, 0, 1], 0).into(), &identity)
+        let listener = TlsListener::bind(listen, &identity)
             .await
-            .map_err(|e| format!("cannot listen on loopback: {e}"))?;
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().to_string();
         let hint = addr
             .parse()
@@ -89,8 +91,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
+    let listen = match std::env::args().nth(2) {
+        Some(addr) => addr.parse()?,
+        None => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+
     let vat = VatHandle::start("sturdy-peer")?;
-    let (addr, token) = serve(&vat, &dir)?;
+    let (addr, token) = serve(&vat, &dir, listen)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening {addr}")?;
     writeln!(stdout, "token {token}")?;
