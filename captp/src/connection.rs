@@ -1,8 +1,8 @@
 use std::fmt;
 
 use capnp::capability::FromClientHook;
-use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
-use futures::io::{BufReader, BufWriter};
+use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
+use futures::io::BufReader;
 use futures::AsyncReadExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -43,8 +43,8 @@ type Closure = Option<Result<(), String>>;
 /// One Cap'n Proto RPC session with a peer vat.
 ///
 /// The session runs as a local task of the vat that opened it and ends when
-/// the stream closes, the peer breaks a [`Limits`] bound, or [`close`] is
-/// called. Dropping the `Connection` does not end the session: capabilities
+/// the stream closes, the peer breaks a [`Limits`] bound that ends
+/// connections (see [`Limits`] for which do), or [`close`] is called. Dropping the `Connection` does not end the session: capabilities
 /// obtained through it keep it alive.
 ///
 /// [`close`]: Connection::close
@@ -102,13 +102,14 @@ impl Connection {
     {
         let label = label.into();
         let (reader, writer) = stream.compat().split();
-        let network = twoparty::VatNetwork::new(
+        let network = crate::session::network(
             BufReader::new(reader),
-            BufWriter::new(writer),
+            writer,
             side.ours(),
-            limits.reader_options(),
+            limits,
+            label.clone(),
         );
-        let mut system = RpcSystem::new(Box::new(network), bootstrap);
+        let mut system = RpcSystem::new(network, bootstrap);
         let peer: capnp::capability::Client = system.bootstrap(side.theirs());
         let disconnector = system.get_disconnector();
         let (tx, closed) = watch::channel(None);

@@ -14,9 +14,13 @@
 //! scheme. Plain TCP proves nothing and hides nothing, and logs a warning
 //! saying so.
 //!
-//! Everything read from the network is bounded by [`Limits`]: a message larger
-//! than the limit, or nested deeper, ends the connection with a clear error and
-//! a log line, and the vat goes on serving its other connections.
+//! Everything read from the network is bounded by [`Limits`], per
+//! connection: message size and nesting, calls in flight, the bytes queued
+//! for a peer that does not read, and the sizes of the question, answer,
+//! import and export tables. A peer beyond the calls-in-flight bounds gets
+//! `overloaded` errors for its further calls; a peer that breaks another
+//! bound loses its connection with a clear error and a log line. The vat
+//! goes on serving its other connections.
 //!
 //! Connections must be opened from inside a vat (a thread running a tokio
 //! `LocalSet`), because capnp-rpc objects are `!Send`: the session is spawned
@@ -38,6 +42,7 @@ mod identity;
 mod limits;
 mod pipe;
 mod public_key;
+mod session;
 mod tcp;
 pub mod tls;
 
