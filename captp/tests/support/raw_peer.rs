@@ -62,6 +62,11 @@ impl RawPeer {
         self.stream.write_all(bytes).await
     }
 
+    /// Takes back a stream given up by [`RawPeer::into_stream`].
+    pub fn from_stream(stream: TcpStream) -> RawPeer {
+        RawPeer { stream }
+    }
+
     /// Gives up the stream, e.g. to write from another task.
     pub fn into_stream(self) -> TcpStream {
         self.stream
