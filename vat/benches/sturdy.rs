@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `restore` | restoring a token and one call on the result, on a new TLS connection (dial, handshake, restore) | the same on an existing connection (restore only) |
 //! | `echo_round_trip` | `Host.echo` between two vats over TLS | the same over plain TCP |
+//! | `handoff_round_trip` | `Host.echo` from vat C to vat B through a handed-off reference | through a token C restored itself, and through the introducer A (capnp-rpc's relaying) |
 //! | `durable_add` | `add` on a persistent counter, acknowledged after commit: 1 caller at a time, and 64 in flight | `add` on the in-memory counter |
 //!
 //! The server vat keeps its store in a temporary folder on the machine's
@@ -279,5 +280,94 @@ fn benches(c: &mut Criterion) {
     server.vat.stop().unwrap();
 }
 
-criterion_group!(sturdy, benches);
+/// The three ways vat C can reach an object of vat B that vat A holds.
+struct Routes {
+    carol: VatHandle,
+    introducer: VatHandle,
+    hosts: Arc<Root<[host::Client; 3]>>,
+}
+
+/// Vat A restores B's host and (1) hands it off to C, (2) serves it to C
+/// through itself; C also (3) restores B's token directly.
+fn routes(server: &Server) -> Routes {
+    let introducer = VatHandle::start("introducer").unwrap();
+    let carol = VatHandle::start("carol").unwrap();
+    let carol_id = Identity::generate().unwrap();
+    let carol_key = vat_id(carol_id.public_key());
+    let token: SturdyRef = server.host.parse().unwrap();
+    let held = token.clone();
+    let (handed, relay) = introducer
+        .run_async(move || async move {
+            let (object, _) = vat::sturdy::restore(&held, None, Limits::default())
+                .await
+                .unwrap();
+            let handed = vat::sturdy::handoff(&held, &object, carol_key, None, Limits::default())
+                .await
+                .unwrap();
+            // The proxied route: A offers B's host to whoever dials it.
+            let relay = Listener::bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+            let addr = relay.local_addr();
+            relay.serve(object, Limits::default());
+            (handed, addr)
+        })
+        .wait()
+        .unwrap();
+    let hosts = carol
+        .run_async(move || async move {
+            let limits = Limits::default();
+            let (direct, _) = vat::sturdy::restore(&token, Some(&carol_id), limits)
+                .await
+                .unwrap();
+            let (handed, _) = vat::sturdy::restore(&handed, Some(&carol_id), limits)
+                .await
+                .unwrap();
+            let proxied = vat::net::dial(relay, None, limits).await.unwrap();
+            let hosts = vat::spawn([direct.cast_to(), handed.cast_to(), proxied.peer()]);
+            vat::current().root(&hosts)
+        })
+        .wait()
+        .unwrap();
+    Routes {
+        carol,
+        introducer,
+        hosts: Arc::new(hosts),
+    }
+}
+
+fn handoff_benches(c: &mut Criterion) {
+    let server = server();
+    let routes = routes(&server);
+    let mut group = c.benchmark_group("handoff_round_trip");
+    group.measurement_time(Duration::from_secs(4));
+    for (name, route) in [
+        ("direct", 0),
+        ("handed_off", 1),
+        ("proxied_through_introducer", 2),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let hosts = Arc::clone(&routes.hosts);
+                routes
+                    .carol
+                    .run_async(move || async move {
+                        let host = hosts.get().unwrap().call(|h| h[route].clone()).unwrap();
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            echo(&host).await;
+                        }
+                        started.elapsed()
+                    })
+                    .wait()
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+    drop(routes.hosts);
+    routes.carol.stop().unwrap();
+    routes.introducer.stop().unwrap();
+    server.vat.stop().unwrap();
+}
+
+criterion_group!(sturdy, benches, handoff_benches);
 criterion_main!(sturdy);
