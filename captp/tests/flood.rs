@@ -17,8 +17,6 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use captp::{Limits, Listener};
@@ -34,7 +32,7 @@ const ADDR_LINE: &str = "FLOOD_TARGET_ADDR ";
 /// Pipelined calls the flooding peer sends.
 const FLOOD_CALLS: u32 = 10_000;
 /// Echo round trips timed for each median.
-const SAMPLES: usize = 2_000;
+const SAMPLES: usize = 5_000;
 /// How much the target's peak resident memory may exceed its idle
 /// resident memory.
 const MEMORY_BOUND: u64 = 64 * 1024 * 1024;
@@ -112,43 +110,6 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Samples a process's resident memory every 2 ms until stopped; keeps the
-/// highest.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
-        let thread = std::thread::spawn({
-            let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
-            move || {
-                while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(status_bytes(pid, "VmRSS:"), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        });
-        RssSampler {
-            stop,
-            peak,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
 /// Times `SAMPLES` echo round trips; returns the median and the highest.
 async fn echo_latencies(connection: &captp::Connection) -> (Duration, Duration) {
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -169,7 +130,6 @@ fn mib(bytes: u64) -> f64 {
 fn ten_thousand_pipelined_calls_from_a_peer_that_never_reads_cost_bounded_memory_and_latency() {
     let target = TargetProcess::start();
     let addr = target.addr;
-    let pid = target.child.id();
     in_vat(async move {
         let client = captp::dial(addr, None, Limits::default()).await.unwrap();
         // Warm up both sides, then measure the idle target.
@@ -184,7 +144,6 @@ fn ten_thousand_pipelined_calls_from_a_peer_that_never_reads_cost_bounded_memory
         let bytes = raw_peer::wire(&calls);
         let flood_bytes = bytes.len();
         drop(calls);
-        let sampler = RssSampler::start(pid);
         let flood_started = Instant::now();
         let mut stream = RawPeer::connect(addr).await.into_stream();
         let flood = tokio::task::spawn_local(async move {
@@ -197,8 +156,8 @@ fn ten_thousand_pipelined_calls_from_a_peer_that_never_reads_cost_bounded_memory
         let (stream, flood_written) = flood.await.unwrap();
         // Let the target answer everything it read, then take its peak.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let sampled_peak = sampler.stop();
-        let peak = target.status_bytes("VmHWM:").max(sampled_peak);
+        // The kernel's high-water mark of resident memory: the exact peak.
+        let peak = target.status_bytes("VmHWM:");
 
         // Only now, with the figures taken, read the flood's replies: the
         // target answered every call.
