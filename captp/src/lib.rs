@@ -43,6 +43,7 @@ mod limits;
 mod pipe;
 mod public_key;
 mod session;
+mod socket;
 mod tcp;
 pub mod tls;
 

@@ -77,6 +77,13 @@ pub struct Limits {
     /// enough for a slow link or a paused process, short enough to free a
     /// stuck peer's buffers promptly.
     pub write_stall_timeout: Duration,
+    /// How soon a peer that has gone silent (its machine died, the network
+    /// between was cut) is noticed: TCP keep-alive probes an idle
+    /// connection, and data left unacknowledged this long ends it, so its
+    /// calls in flight fail with a disconnected error instead of hanging.
+    /// Default: 30 s, long enough to ride out a brief outage, short enough
+    /// that a caller learns of a dead peer in well under a minute.
+    pub dead_peer_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +99,7 @@ impl Default for Limits {
             max_exports: 64 * 1024,
             max_queued_bytes: 16 * 1024 * 1024,
             write_stall_timeout: Duration::from_secs(30),
+            dead_peer_timeout: Duration::from_secs(30),
         }
     }
 }

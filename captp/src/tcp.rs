@@ -22,7 +22,7 @@ pub async fn dial(
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| NetError::Dial { addr, source })?;
-    stream.set_nodelay(true)?;
+    crate::socket::prepare(&stream, &limits)?;
     Ok(Connection::open(
         stream,
         Side::Dialer,
@@ -70,7 +70,7 @@ impl Listener {
         limits: Limits,
     ) -> Result<Connection, NetError> {
         let (stream, peer) = self.socket.accept().await?;
-        stream.set_nodelay(true)?;
+        crate::socket::prepare(&stream, &limits)?;
         Ok(Connection::open(
             stream,
             Side::Acceptor,

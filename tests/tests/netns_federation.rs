@@ -189,3 +189,44 @@ fn a_vat_killed_and_restarted_is_reached_again_with_no_action_by_the_caller() {
     );
     drop(server);
 }
+
+#[test]
+fn a_peer_gone_silent_is_noticed_within_the_bound_and_its_call_fails() {
+    let hosts = Hosts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = hosts.on_b(program("sturdy_peer"));
+    serve.arg(dir.path()).arg(format!("{}:7403", hosts.addr_b));
+    let server = PeerProcess::spawn_command(serve);
+    let token = token_of(&server);
+
+    // Connections of the client notice a dead peer within 2 s.
+    let bound = Duration::from_secs(2);
+    let mut call = hosts.on_a(program("heal_client"));
+    call.arg(&token).arg("10").arg(bound.as_secs().to_string());
+    let client = Lines::spawn(call);
+    let before = client.until("ok 5", Duration::from_secs(20));
+    assert!(
+        before.last().is_some_and(|(_, l)| l == "ok 5"),
+        "{before:?}"
+    );
+
+    hosts.cut();
+    let cut = Instant::now();
+    let failed = client.until("err ", Duration::from_secs(8));
+    let (at, line) = failed.last().expect("a line after the cut");
+    assert!(line.starts_with("err disconnected"), "{failed:?}");
+    let noticed = at.duration_since(cut);
+    assert!(
+        noticed <= bound + Duration::from_millis(1500),
+        "the dead peer was noticed {noticed:?} after the cut"
+    );
+    hosts.heal();
+    let after = client.until("tally", Duration::from_secs(60));
+    let (final_value, acknowledged, failed) = ending(&after);
+    assert!(failed >= 1);
+    assert!(
+        final_value >= acknowledged && final_value <= acknowledged + failed,
+        "counter {final_value}, acknowledged {acknowledged}, failed {failed}"
+    );
+    drop(server);
+}

@@ -7,6 +7,14 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// More segments than any sane message has; the format allows 2^32.
 const MAX_SEGMENTS: usize = 512;
 
+/// A failure of the stream itself: whatever the operating system said
+/// (reset, timed out because the peer went silent, cut off mid-message), the
+/// connection is gone. capnp would call a time-out "overloaded", which would
+/// invite a caller to retry on a connection that is dead.
+fn lost(error: std::io::Error) -> capnp::Error {
+    capnp::Error::disconnected(format!("the connection failed: {error}"))
+}
+
 /// Reads one message and its size in bytes, or `None` at a clean end of
 /// stream.
 ///
@@ -21,11 +29,11 @@ where
     R: AsyncRead + Unpin,
 {
     let mut first = [0u8; 8];
-    let read = reader.read(&mut first).await?;
+    let read = reader.read(&mut first).await.map_err(lost)?;
     if read == 0 {
         return Ok(None);
     }
-    reader.read_exact(&mut first[read..]).await?;
+    reader.read_exact(&mut first[read..]).await.map_err(lost)?;
     let count = word_half(&first, 0) as usize + 1;
     if count > MAX_SEGMENTS || count == 0 {
         return Err(capnp::Error::failed(format!(
@@ -37,7 +45,7 @@ where
     if count > 1 {
         // The rest of the table, padded to a whole word.
         let mut rest = vec![0u8; (count & !1) * 4];
-        reader.read_exact(&mut rest).await?;
+        reader.read_exact(&mut rest).await.map_err(lost)?;
         for index in 0..count - 1 {
             lengths.try_push_segment(word_half(&rest, index) as usize)?;
         }
@@ -53,7 +61,7 @@ where
     }
     let bytes = lengths.total_words() * 8;
     let mut segments = lengths.into_owned_segments();
-    reader.read_exact(&mut segments[..]).await?;
+    reader.read_exact(&mut segments[..]).await.map_err(lost)?;
     Ok(Some((Reader::new(segments, options), bytes)))
 }
 

@@ -39,7 +39,7 @@ pub async fn dial(
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| NetError::Dial { addr, source })?;
-    stream.set_nodelay(true)?;
+    crate::socket::prepare(&stream, &limits)?;
     let failed = |reason| NetError::Handshake { addr, reason };
     let handshake = connector.connect(server_name, stream);
     let stream = match tokio::time::timeout(DEFAULT_HANDSHAKE_TIMEOUT, handshake).await {

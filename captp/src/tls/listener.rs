@@ -91,6 +91,10 @@ impl TlsListener {
         limits: Limits,
     ) -> Result<Connection, NetError> {
         let (stream, peer) = self.socket.accept().await?;
+        crate::socket::prepare(&stream, &limits).map_err(|source| NetError::Handshake {
+            addr: peer,
+            reason: HandshakeError::Io(source),
+        })?;
         let (stream, key) = self
             .handshaker
             .run(stream)
@@ -132,6 +136,10 @@ impl TlsListener {
                             continue;
                         }
                     };
+                    if let Err(error) = crate::socket::prepare(&stream, &limits) {
+                        tracing::warn!(%peer, %error, "cannot set up the accepted socket; connection dropped");
+                        continue;
+                    }
                     let handshaker = self.handshaker.clone();
                     let bootstrap = Rc::clone(&bootstrap);
                     let handshake = async move {
@@ -197,9 +205,6 @@ impl Handshaker {
         &self,
         stream: TcpStream,
     ) -> Result<(TlsStream<TcpStream>, Option<PublicKey>), HandshakeError> {
-        if let Err(error) = stream.set_nodelay(true) {
-            return Err(HandshakeError::Io(error));
-        }
         let stream = match tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await {
             Err(_elapsed) => return Err(HandshakeError::TimedOut(self.timeout)),
             Ok(Err(error)) => {

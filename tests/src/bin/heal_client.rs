@@ -2,9 +2,10 @@
 //! and over, and reports every outcome: the client side of the federation
 //! tests in network namespaces (`tests/tests/netns_federation.rs`).
 //!
-//! `heal_client TOKEN SECONDS` restores `TOKEN` as a healing reference
-//! (`vat::sturdy::healing`) and, for `SECONDS`, adds 1 to the counter, one
-//! call after another, printing a line per call:
+//! `heal_client TOKEN SECONDS [DEAD_PEER_SECONDS]` restores `TOKEN` as a
+//! healing reference (`vat::sturdy::healing`; its connections notice a dead
+//! peer within `DEAD_PEER_SECONDS`, default 30) and, for `SECONDS`, adds 1
+//! to the counter, one call after another, printing a line per call:
 //!
 //! ```text
 //! ok <value>          the call was acknowledged; the counter reads <value>
@@ -38,10 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .ok_or("usage: heal_client TOKEN SECONDS")?
         .parse()?;
+    let mut limits = vat::net::Limits::default();
+    if let Some(dead_peer) = args.next() {
+        limits.dead_peer_timeout = Duration::from_secs(dead_peer.parse()?);
+    }
     let vat = VatHandle::start("heal-client")?;
     let outcome = vat
         .run_async(move || async move {
             let options = HealOptions {
+                limits,
                 wait: Duration::from_secs(30),
                 ..HealOptions::default()
             };
