@@ -81,7 +81,7 @@ impl SpawnerPeer {
                 }
             }
         });
-        let mut next = || {
+        let next = || {
             heard
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap()

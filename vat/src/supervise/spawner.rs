@@ -190,6 +190,9 @@ impl child_watch::Server for Watch {
 }
 
 /// A spawner a supervisor may start a remote child with.
+// Made once per child specification and read at each start, never on a
+// call's path: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum SpawnerRef {
     /// A sturdyref to a spawner, restored (with `identity`, if the token is
