@@ -35,6 +35,11 @@ fn demo_narrates_a_federation_and_exits_zero() {
         "carol pipelined a chain on it and reached depth 5",
         "alice's call broke: crashed: object #1 (vat::demo::objects::Host) crashed: the demo asked bob's Host to panic",
         "still answers: 43",
+        "through its stable reference echo(1) answers 1",
+        "the call that crashed it broke: crashed: object #",
+        "(vat::demo::objects::Host) crashed: the demo asked the supervised Host to panic",
+        "echo(2) answers 2 (incarnation 2, restarts 1)",
+        "crash log: child `host` after 0 restart(s): crashed:",
         "alice's next add on bob's counter: disconnected:",
         "the demo is over",
     ];
