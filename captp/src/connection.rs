@@ -1,4 +1,6 @@
+use std::cell::RefCell;
 use std::fmt;
+use std::time::Duration;
 
 use capnp::capability::FromClientHook;
 use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
@@ -9,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
+use crate::session::Usage;
 use crate::{Limits, PublicKey};
 
 /// Which end of a connection this vat is: the one that dialled or the one
@@ -50,10 +53,15 @@ type Closure = Option<Result<(), String>>;
 /// [`close`]: Connection::close
 pub struct Connection {
     label: String,
+    side: Side,
     peer_key: Option<PublicKey>,
     peer: capnp::capability::Client,
     closed: watch::Receiver<Closure>,
     disconnector: capnp_rpc::Disconnector<rpc_twoparty_capnp::Side>,
+    /// A second disconnector, for [`Connection::shut_down`] through a
+    /// shared reference.
+    spare_disconnector: RefCell<Option<capnp_rpc::Disconnector<rpc_twoparty_capnp::Side>>>,
+    usage: Usage,
 }
 
 impl fmt::Debug for Connection {
@@ -102,7 +110,7 @@ impl Connection {
     {
         let label = label.into();
         let (reader, writer) = stream.compat().split();
-        let network = crate::session::network(
+        let (network, usage) = crate::session::network(
             BufReader::new(reader),
             writer,
             side.ours(),
@@ -112,6 +120,7 @@ impl Connection {
         let mut system = RpcSystem::new(network, bootstrap);
         let peer: capnp::capability::Client = system.bootstrap(side.theirs());
         let disconnector = system.get_disconnector();
+        let spare_disconnector = RefCell::new(Some(system.get_disconnector()));
         let (tx, closed) = watch::channel(None);
         let span = tracing::info_span!(
             "connection",
@@ -134,10 +143,13 @@ impl Connection {
         );
         Connection {
             label,
+            side,
             peer_key,
             peer,
             closed,
             disconnector,
+            spare_disconnector,
+            usage,
         }
     }
 
@@ -161,6 +173,51 @@ impl Connection {
     /// for plain TCP and in-memory pipes, which prove nothing.
     pub fn peer_key(&self) -> Option<PublicKey> {
         self.peer_key
+    }
+
+    /// Whether this vat dialled or accepted the connection.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// How long the connection has been idle: no message has passed and
+    /// nothing but the two bootstrap capabilities is outstanding (no
+    /// question either way awaiting its answer or finish, no capability of
+    /// one side held by the other). `None` while anything is in use.
+    ///
+    /// The counts come from the connection's ledger, which mirrors
+    /// capnp-rpc's tables, so a reference held on either side keeps the
+    /// connection in use. An ended session is idle for `Duration::MAX`.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.is_closed() {
+            return Some(Duration::MAX);
+        }
+        self.usage.idle_for()
+    }
+
+    /// Waits for the peer's answer to the bootstrap request; returns whether
+    /// the peer offered a capability (`false` if it offered none or the
+    /// session ended first).
+    pub async fn peer_offers_bootstrap(&self) -> bool {
+        tokio::select! {
+            offered = self.usage.peer_bootstrap() => offered,
+            _ = self.closed() => false,
+        }
+    }
+
+    /// Starts ending the session without waiting, through a shared
+    /// reference: the same clean shutdown as [`close`](Connection::close).
+    /// Calls on it after this fail; [`closed`](Connection::closed) resolves
+    /// once it has ended. Calling it again does nothing.
+    pub fn shut_down(&self) {
+        if let Some(disconnector) = self.spare_disconnector.borrow_mut().take() {
+            let label = self.label.clone();
+            tokio::task::spawn_local(async move {
+                if let Err(error) = disconnector.await {
+                    tracing::debug!(peer = %label, %error, "the shutdown ended with an error");
+                }
+            });
+        }
     }
 
     /// Whether the session has ended.

@@ -84,6 +84,16 @@ pub struct Limits {
     /// Default: 30 s, long enough to ride out a brief outage, short enough
     /// that a caller learns of a dead peer in well under a minute.
     pub dead_peer_timeout: Duration,
+    /// How long a connection between two vats may stay idle before the
+    /// vat that manages it closes it: idle means no message passed and
+    /// nothing but the bootstrap capabilities is outstanding either way
+    /// (see [`Connection::idle_for`](crate::Connection::idle_for)). A vat
+    /// that needs the peer again dials again. captp itself closes nothing;
+    /// the vat's connection manager (`vat::sturdy`) applies it. Default:
+    /// 5 minutes, so that a burst of work reuses one connection and a
+    /// vat that talked to a thousand peers once does not keep a thousand
+    /// sockets.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -100,6 +110,7 @@ impl Default for Limits {
             max_queued_bytes: 16 * 1024 * 1024,
             write_stall_timeout: Duration::from_secs(30),
             dead_peer_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! decode is delivered untouched: capnp-rpc decodes it too and ends the
 //! connection with its own error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use capnp_rpc::rpc_capnp::{
     call, cap_descriptor, finish, message, message_target, payload, resolve, return_,
@@ -77,6 +77,9 @@ struct Answer {
     bytes: usize,
     /// Exports sent in the return, released if the finish says so.
     result_exports: Vec<u32>,
+    /// A bootstrap request, not a call: it does not make the connection
+    /// in use.
+    bootstrap: bool,
 }
 
 /// One of the vat's questions to the peer.
@@ -101,6 +104,15 @@ pub(super) struct Ledger {
     exports: HashMap<u32, u32>,
     /// Calls refused since the last one delivered (for the log).
     refused_in_a_row: u64,
+    /// The vat's bootstrap questions awaiting their return.
+    bootstrap_questions: HashSet<u32>,
+    /// References in `imports` that came with the peer's bootstrap.
+    bootstrap_imports: HashMap<u32, u32>,
+    /// References in `exports` that went with the vat's bootstrap.
+    bootstrap_exports: HashMap<u32, u32>,
+    /// Whether the peer's answer to the vat's bootstrap carried a
+    /// capability; `None` until it came.
+    peer_bootstrap: Option<bool>,
 }
 
 impl Ledger {
@@ -114,7 +126,34 @@ impl Ledger {
             imports: HashMap::new(),
             exports: HashMap::new(),
             refused_in_a_row: 0,
+            bootstrap_questions: HashSet::new(),
+            bootstrap_imports: HashMap::new(),
+            bootstrap_exports: HashMap::new(),
+            peer_bootstrap: None,
         }
+    }
+
+    /// Whether anything but the two bootstrap capabilities is outstanding:
+    /// a question either way not yet answered and finished, or a
+    /// capability either side holds of the other.
+    pub(super) fn in_use(&self) -> bool {
+        let beyond = |table: &HashMap<u32, u32>, bootstrap: &HashMap<u32, u32>| {
+            table
+                .iter()
+                .any(|(id, held)| *held > bootstrap.get(id).copied().unwrap_or(0))
+        };
+        self.questions
+            .keys()
+            .any(|id| !self.bootstrap_questions.contains(id))
+            || self.answers.values().any(|a| !a.bootstrap)
+            || beyond(&self.imports, &self.bootstrap_imports)
+            || beyond(&self.exports, &self.bootstrap_exports)
+    }
+
+    /// Whether the peer offered a bootstrap capability; `None` until its
+    /// answer came.
+    pub(super) fn peer_bootstrap(&self) -> Option<bool> {
+        self.peer_bootstrap
     }
 
     /// Accounts for a message from the peer of `bytes` bytes and says what
@@ -123,7 +162,12 @@ impl Ledger {
         let verdict = match body.which() {
             Ok(message::Call(Ok(call))) => self.incoming_call(call, bytes),
             Ok(message::Bootstrap(Ok(bootstrap))) => {
-                self.incoming_question(bootstrap.get_question_id(), 0)
+                let question_id = bootstrap.get_question_id();
+                let verdict = self.incoming_question(question_id, 0);
+                if let Some(answer) = self.answers.get_mut(&question_id) {
+                    answer.bootstrap = true;
+                }
+                verdict
             }
             Ok(message::Return(Ok(ret))) => self.incoming_return(ret),
             Ok(message::Finish(Ok(finish))) => self.incoming_finish(finish),
@@ -135,11 +179,7 @@ impl Ledger {
                 _ => Verdict::Deliver,
             },
             Ok(message::Release(Ok(release))) => {
-                release_from(
-                    &mut self.exports,
-                    release.get_id(),
-                    release.get_reference_count(),
-                );
+                self.release_export(release.get_id(), release.get_reference_count());
                 Verdict::Deliver
             }
             Ok(message::Unimplemented(Ok(echoed))) => {
@@ -148,7 +188,7 @@ impl Ledger {
                 if let Ok(message::Resolve(Ok(resolve))) = echoed.which() {
                     if let Ok(resolve::Cap(Ok(cap))) = resolve.which() {
                         if let Some(id) = sender_export(cap) {
-                            release_from(&mut self.exports, id, 1);
+                            self.release_export(id, 1);
                         }
                     }
                 }
@@ -285,13 +325,24 @@ impl Ledger {
     }
 
     fn incoming_return(&mut self, ret: return_::Reader<'_>) -> Verdict {
-        if self.questions.remove(&ret.get_answer_id()) == Some(Question::Awaiting) {
-            if let Ok(return_::Results(Ok(results))) = ret.which() {
-                for id in sender_exports(results) {
-                    *self.imports.entry(id).or_default() += 1;
+        let answer_id = ret.get_answer_id();
+        let bootstrap = self.bootstrap_questions.remove(&answer_id);
+        let awaited = self.questions.remove(&answer_id) == Some(Question::Awaiting);
+        let results = match ret.which() {
+            Ok(return_::Results(Ok(results))) => Some(results),
+            _ => None,
+        };
+        if bootstrap {
+            self.peer_bootstrap = Some(results.is_some_and(|r| !sender_exports(r).is_empty()));
+        }
+        if let (true, Some(results)) = (awaited, results) {
+            for id in sender_exports(results) {
+                *self.imports.entry(id).or_default() += 1;
+                if bootstrap {
+                    *self.bootstrap_imports.entry(id).or_default() += 1;
                 }
-                return self.check_imports();
             }
+            return self.check_imports();
         }
         Verdict::Deliver
     }
@@ -309,12 +360,19 @@ impl Ledger {
         if finish.get_release_result_caps() {
             for id in std::mem::take(&mut answer.result_exports) {
                 release_from(&mut self.exports, id, 1);
+                forget_released(&self.exports, &mut self.bootstrap_exports, id);
             }
         }
         if answer.returned {
             self.answers.remove(&question_id);
         }
         Verdict::Deliver
+    }
+
+    /// The peer dropped `count` references to the vat's export `id`.
+    fn release_export(&mut self, id: u32, count: u32) {
+        release_from(&mut self.exports, id, count);
+        forget_released(&self.exports, &mut self.bootstrap_exports, id);
     }
 
     fn import(&mut self, cap: cap_descriptor::Reader<'_>) {
@@ -351,6 +409,7 @@ impl Ledger {
             Ok(message::Bootstrap(Ok(bootstrap))) => {
                 self.questions
                     .insert(bootstrap.get_question_id(), Question::Awaiting);
+                self.bootstrap_questions.insert(bootstrap.get_question_id());
                 self.questions_full()
             }
             Ok(message::Finish(Ok(finish))) => {
@@ -369,11 +428,9 @@ impl Ledger {
                 self.exports_full()
             }
             Ok(message::Release(Ok(release))) => {
-                release_from(
-                    &mut self.imports,
-                    release.get_id(),
-                    release.get_reference_count(),
-                );
+                let id = release.get_id();
+                release_from(&mut self.imports, id, release.get_reference_count());
+                forget_released(&self.imports, &mut self.bootstrap_imports, id);
                 None
             }
             _ => None,
@@ -387,6 +444,11 @@ impl Ledger {
         };
         let answer_id = ret.get_answer_id();
         if let Some(answer) = self.answers.get_mut(&answer_id) {
+            if answer.bootstrap {
+                for &id in &exports {
+                    *self.bootstrap_exports.entry(id).or_default() += 1;
+                }
+            }
             if !answer.returned {
                 answer.returned = true;
                 self.calls_in_flight = self.calls_in_flight.saturating_sub(1);
@@ -465,6 +527,14 @@ fn release_from(table: &mut HashMap<u32, u32>, id: u32, count: u32) {
                 table.remove(&id);
             }
         }
+    }
+}
+
+/// Once `id` has left `table`, its bootstrap references went with it: a
+/// later capability under the same (reused) id is not the bootstrap.
+fn forget_released(table: &HashMap<u32, u32>, bootstrap: &mut HashMap<u32, u32>, id: u32) {
+    if !table.contains_key(&id) {
+        bootstrap.remove(&id);
     }
 }
 
@@ -657,6 +727,47 @@ mod tests {
             .outgoing(read(&call(3, None, &[])))
             .expect("too many questions");
         assert_eq!(exceeded.bound, "max_questions");
+    }
+
+    fn bootstrap(question_id: u32) -> Builder<HeapAllocator> {
+        build(|m| m.init_bootstrap().set_question_id(question_id))
+    }
+
+    #[test]
+    fn only_what_is_beyond_the_bootstraps_makes_the_connection_in_use() {
+        let mut ledger = Ledger::new(Limits::default());
+        // Each side asks for the other's bootstrap and gets it.
+        ledger.outgoing(read(&bootstrap(0)));
+        assert_eq!(ledger.peer_bootstrap(), None);
+        ledger.incoming(read(&ret(0, &[10])), 64);
+        assert_eq!(ledger.peer_bootstrap(), Some(true));
+        ledger.incoming(read(&bootstrap(0)), 64);
+        ledger.outgoing(read(&ret(0, &[20])));
+        assert!(!ledger.in_use(), "{ledger:?}");
+        // A call out is in use until its answer; the capability it brought
+        // until released.
+        ledger.outgoing(read(&call(1, None, &[])));
+        assert!(ledger.in_use());
+        ledger.incoming(read(&ret(1, &[11])), 64);
+        assert!(ledger.in_use(), "an imported capability is held");
+        ledger.outgoing(read(&release(11, 1)));
+        assert!(!ledger.in_use());
+        // The peer's call holds an answer; its result, an export.
+        ledger.incoming(read(&call(1, None, &[])), 64);
+        assert!(ledger.in_use());
+        ledger.outgoing(read(&ret(1, &[20])));
+        ledger.incoming(read(&finish(1, false)), 64);
+        assert!(ledger.in_use(), "the bootstrap, handed out once more");
+        ledger.incoming(read(&release(20, 1)), 64);
+        assert!(!ledger.in_use());
+    }
+
+    #[test]
+    fn a_peer_without_a_bootstrap_is_noticed() {
+        let mut ledger = Ledger::new(Limits::default());
+        ledger.outgoing(read(&bootstrap(0)));
+        ledger.incoming(read(&ret(0, &[])), 64);
+        assert_eq!(ledger.peer_bootstrap(), Some(false));
     }
 
     #[test]

@@ -17,8 +17,9 @@ mod frame;
 mod ledger;
 mod outbox;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use capnp::capability::Promise;
 use capnp::message::{Builder, HeapAllocator, Reader, ReaderOptions};
@@ -27,6 +28,7 @@ use capnp_rpc::rpc_capnp::{exception, message};
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use futures::{AsyncRead, AsyncWrite, FutureExt};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::Limits;
 use ledger::{Exceeded, Ledger, Refusal, Verdict};
@@ -43,6 +45,10 @@ struct Shared {
     fatal: RefCell<Option<capnp::Error>>,
     /// Wakes the reader when `fatal` is set.
     alarm: Notify,
+    /// When the last message passed, either way.
+    last_message: Cell<Instant>,
+    /// Woken when the peer's answer to the bootstrap request arrives.
+    bootstrap_answered: Notify,
 }
 
 impl Shared {
@@ -143,6 +149,7 @@ impl capnp_rpc::OutgoingMessage for Outgoing {
                 shared.exceeded(&exceeded);
             }
         }
+        shared.last_message.set(Instant::now());
         let message = Rc::new(message);
         let written = shared.queue(Rc::clone(&message));
         let promise = written.map(|result| {
@@ -251,8 +258,17 @@ where
         let Some((message, bytes)) = message else {
             return Ok(None);
         };
+        shared.last_message.set(Instant::now());
         let verdict = match message.get_root::<message::Reader>() {
-            Ok(body) => shared.ledger.borrow_mut().incoming(body, bytes),
+            Ok(body) => {
+                let mut ledger = shared.ledger.borrow_mut();
+                let known = ledger.peer_bootstrap().is_some();
+                let verdict = ledger.incoming(body, bytes);
+                if !known && ledger.peer_bootstrap().is_some() {
+                    shared.bootstrap_answered.notify_waiters();
+                }
+                verdict
+            }
             // capnp-rpc reports what is wrong with it.
             Err(_) => Verdict::Deliver,
         };
@@ -348,7 +364,7 @@ pub(crate) fn network<R, W>(
     ours: Side,
     limits: Limits,
     label: String,
-) -> Box<dyn capnp_rpc::VatNetwork<Side>>
+) -> (Box<dyn capnp_rpc::VatNetwork<Side>>, Usage)
 where
     R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + 'static,
@@ -361,7 +377,10 @@ where
         outbox: Outbox::default(),
         fatal: RefCell::new(None),
         alarm: Notify::new(),
+        last_message: Cell::new(Instant::now()),
+        bootstrap_answered: Notify::new(),
     });
+    let usage = Usage(Rc::downgrade(&shared));
     let peer = match ours {
         Side::Client => Side::Server,
         Side::Server => Side::Client,
@@ -372,12 +391,57 @@ where
         input: Rc::new(RefCell::new(Some(input))),
     });
     let writer = write(shared, output);
-    Box::new(Network {
+    let network = Box::new(Network {
         ours,
         connection: Rc::downgrade(&connection),
         unaccepted: Some(connection),
         writer: Some(Promise::from_future(writer)),
-    })
+    });
+    (network, usage)
+}
+
+/// What the connection's ledger says about its use, for whoever manages
+/// connections (it does not keep the session's state alive).
+#[derive(Clone)]
+pub(crate) struct Usage(Weak<Shared>);
+
+impl std::fmt::Debug for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Usage")
+            .field("idle_for", &self.idle_for())
+            .finish()
+    }
+}
+
+impl Usage {
+    /// How long nothing but the bootstrap capabilities has been outstanding
+    /// and no message has passed; `None` while something is in use. A
+    /// session that has ended is idle for ever.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        let Some(shared) = self.0.upgrade() else {
+            return Some(Duration::MAX);
+        };
+        if shared.ledger.borrow().in_use() {
+            return None;
+        }
+        Some(shared.last_message.get().elapsed())
+    }
+
+    /// Waits for the peer's answer to the bootstrap request; whether it
+    /// carried a capability. Waits for ever if it never comes: race it
+    /// with the session's end.
+    pub(crate) async fn peer_bootstrap(&self) -> bool {
+        let Some(shared) = self.0.upgrade() else {
+            return false;
+        };
+        loop {
+            let answered = shared.bootstrap_answered.notified();
+            if let Some(offered) = shared.ledger.borrow().peer_bootstrap() {
+                return offered;
+            }
+            answered.await;
+        }
+    }
 }
 
 /// The writer task: its end is the end of the session.

@@ -115,11 +115,24 @@ impl TlsListener {
     where
         F: Fn(Option<PublicKey>) -> Option<capnp::capability::Client> + 'static,
     {
+        self.serve_with(bootstrap, |_connection| {}, limits);
+    }
+
+    /// [`serve`](TlsListener::serve), handing each connection to `accepted`
+    /// once its session has started, so that the vat can keep it (to reuse
+    /// it for its own calls to that caller, or to close it later). The
+    /// session runs whether or not `accepted` keeps the connection.
+    pub fn serve_with<F, G>(self, bootstrap: F, accepted: G, limits: Limits)
+    where
+        F: Fn(Option<PublicKey>) -> Option<capnp::capability::Client> + 'static,
+        G: Fn(Connection) + 'static,
+    {
         let span = tracing::info_span!("tls_listener", addr = %self.addr, vat = ?self.key);
         tokio::task::spawn_local(
             async move {
                 tracing::info!("accepting TLS connections");
                 let bootstrap = Rc::new(bootstrap);
+                let accepted = Rc::new(accepted);
                 let slots = Arc::new(Semaphore::new(self.max_pending));
                 loop {
                     let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
@@ -142,13 +155,15 @@ impl TlsListener {
                     }
                     let handshaker = self.handshaker.clone();
                     let bootstrap = Rc::clone(&bootstrap);
+                    let accepted = Rc::clone(&accepted);
                     let handshake = async move {
                         let result = handshaker.run(stream).await;
                         drop(slot);
                         match result {
                             Ok((stream, key)) => {
-                                open(stream, peer, key, bootstrap(key), limits);
+                                let connection = open(stream, peer, key, bootstrap(key), limits);
                                 tracing::info!(vat = ?key, "accepted");
+                                accepted(connection);
                             }
                             Err(reason) => {
                                 tracing::warn!(%peer, %reason, "TLS handshake failed; connection dropped");
