@@ -39,10 +39,12 @@ mod healing;
 mod persistence;
 mod restore;
 mod revocable;
+mod sessions;
 mod state;
 
 pub use admin::parse_object;
 pub use healing::{healing, HealOptions};
 pub use persistence::{object_ref, Persistence, HANDOFF_LIFETIME, STORE_FILE};
 pub use restore::{connect, handoff, restore, restore_on, vat_id, vat_key, RestoreError};
+pub use sessions::{connections, ConnectionInfo, DUPLICATE_GRACE};
 pub use state::{Durable, StateCell};

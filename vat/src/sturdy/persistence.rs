@@ -385,10 +385,23 @@ impl Persistence {
 
     /// Serves the gateway to every caller of `listener`, each with the key
     /// it proved.
+    ///
+    /// The vat's connection manager then shares connections with other vats
+    /// both ways: a vat that proved its key and offers a gateway of its own
+    /// becomes reachable over the connection it dialled (this vat's restores
+    /// of its tokens use it), and the connections this vat dials proving the
+    /// listener's key offer this gateway to the vat dialled.
     pub fn serve(&self, listener: TlsListener, limits: Limits) {
+        let ours = listener.public_key();
+        let weak = Rc::downgrade(&self.inner);
+        super::sessions::offer_gateway(ours, move |peer| {
+            let inner = weak.upgrade()?;
+            Some(Persistence { inner }.gateway(Some(peer)).client)
+        });
         let persistence = self.clone();
-        listener.serve(
+        listener.serve_with(
             move |caller| Some(persistence.gateway(caller.map(vat_id)).client),
+            move |connection| super::sessions::accepted(ours, connection, limits),
             limits,
         );
     }

@@ -1,7 +1,5 @@
 //! The holder's side: from a sturdyref token to a live reference.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -10,6 +8,7 @@ use captp::{tls, Connection, Identity, Limits, NetError, PublicKey};
 use schema::gateway_capnp::gateway;
 use sturdyrefs::{Host, LocationHint, SturdyRef, SwissNumber, VatId};
 
+use super::sessions::{self, session, session_key};
 use crate::error::{Error, ErrorKind};
 
 /// Why a sturdyref could not be restored.
@@ -67,10 +66,23 @@ pub fn vat_id(key: PublicKey) -> VatId {
 /// With `identity` this vat proves its own key, which a receiver-bound token
 /// requires; with `None` it calls anonymously.
 ///
+/// The connection is this caller's alone: the vat's connection manager
+/// neither reuses nor closes it (see [`restore`] for the shared one).
+///
 /// Must be awaited inside a vat.
 pub async fn connect(
     token: &SturdyRef,
     identity: Option<&Identity>,
+    limits: Limits,
+) -> Result<Connection, RestoreError> {
+    dial_offering(token, identity, None, limits).await
+}
+
+/// [`connect`], offering `offer` to the peer as this vat's bootstrap.
+pub(crate) async fn dial_offering(
+    token: &SturdyRef,
+    identity: Option<&Identity>,
+    offer: Option<capnp::capability::Client>,
     limits: Limits,
 ) -> Result<Connection, RestoreError> {
     let key = vat_key(token.vat());
@@ -84,7 +96,7 @@ pub async fn connect(
             }
         };
         for addr in addrs {
-            match tls::dial(addr, key, identity, None, limits).await {
+            match tls::dial(addr, key, identity, offer.clone(), limits).await {
                 Ok(connection) => return Ok(connection),
                 Err(error) => {
                     tracing::debug!(%addr, %error, "location hint failed");
@@ -111,46 +123,17 @@ pub fn restore_on(connection: &Connection, swiss: &SwissNumber) -> capnp::capabi
     capnp::capability::Client::new(object.as_cap())
 }
 
-/// A reusable connection is to one vat, made proving one key (or none).
-type SessionKey = (VatId, Option<PublicKey>);
-
-thread_local! {
-    /// The connections `restore` made from this vat (a vat is one thread),
-    /// by the vat dialled and the key this vat proved: later restores of
-    /// tokens for the same vat reuse them while they stay open.
-    static SESSIONS: RefCell<HashMap<SessionKey, Rc<Connection>>> =
-        RefCell::new(HashMap::new());
-}
-
-/// An open connection to `token`'s vat, made by an earlier `restore` of
-/// this vat with the same identity, or a new one.
-async fn session(
-    token: &SturdyRef,
-    identity: Option<&Identity>,
-    limits: Limits,
-) -> Result<(Rc<Connection>, bool), RestoreError> {
-    let key = session_key(token, identity);
-    let open = SESSIONS.with(|s| s.borrow().get(&key).filter(|c| !c.is_closed()).cloned());
-    if let Some(connection) = open {
-        return Ok((connection, true));
-    }
-    let connection = Rc::new(connect(token, identity, limits).await?);
-    SESSIONS.with(|s| {
-        let mut sessions = s.borrow_mut();
-        sessions.retain(|_, c| !c.is_closed());
-        sessions.insert(key, Rc::clone(&connection));
-    });
-    Ok((connection, false))
-}
-
-fn session_key(token: &SturdyRef, identity: Option<&Identity>) -> SessionKey {
-    (*token.vat(), identity.map(Identity::public_key))
-}
-
-/// Restores `token` into a live reference: dials its vat ([`connect`]) or
-/// reuses the connection an earlier `restore` from this vat made to it,
-/// restores the object, and waits for the answer so that a refusal is
-/// reported here. Returns the reference and the object's kind.
+/// Restores `token` into a live reference: over the vat's connection to the
+/// token's vat if it has one (dialled by an earlier restore, or dialled by
+/// that vat to this one), else over a new one ([`connect`]), which the vat
+/// keeps for later restores until it has been idle for
+/// [`Limits::idle_timeout`]. Restores the object and waits for the answer so
+/// that a refusal is reported here. Returns the reference and the object's
+/// kind.
+///
+/// When this vat serves a [`Persistence`](super::Persistence) as
+/// `identity`, the connection it dials offers its own gateway, so that the
+/// peer restores this vat's tokens over the same connection.
 ///
 /// ```no_run
 /// # async fn f(text: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -176,14 +159,14 @@ pub(crate) async fn restore_connected(
     identity: Option<&Identity>,
     limits: Limits,
 ) -> Result<(capnp::capability::Client, String, Rc<Connection>), RestoreError> {
-    let (connection, reused) = session(token, identity, limits).await?;
+    let connection = session(token, identity, limits).await?;
     match restore_over(&connection, token.swiss()).await {
-        // A reused connection may have died since its last use without
-        // this vat noticing yet: forget it and dial afresh, once.
-        Err(error) if reused && error.kind() == ErrorKind::Disconnected => {
-            let key = session_key(token, identity);
-            SESSIONS.with(|s| s.borrow_mut().remove(&key));
-            let (connection, _) = session(token, identity, limits).await?;
+        // The connection may have died since its last use without this vat
+        // noticing yet, or the peer may have closed it as a duplicate before
+        // this restore reached it: forget it and try afresh, once.
+        Err(error) if error.kind() == ErrorKind::Disconnected => {
+            sessions::forget(&session_key(token, identity), &connection);
+            let connection = session(token, identity, limits).await?;
             let (object, kind) = restore_over(&connection, token.swiss()).await?;
             Ok((object, kind, connection))
         }
@@ -214,7 +197,7 @@ pub async fn handoff(
     identity: Option<&Identity>,
     limits: Limits,
 ) -> Result<SturdyRef, RestoreError> {
-    let (connection, _) = session(holder, identity, limits).await?;
+    let connection = session(holder, identity, limits).await?;
     let gateway: gateway::Client = connection.peer();
     let mut request = gateway.handoff_request();
     request
