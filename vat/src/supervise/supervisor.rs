@@ -108,6 +108,7 @@ pub(crate) struct Inner {
     strategy: Strategy,
     intensity: Intensity,
     backoff: Backoff,
+    limits: WaitLimits,
     children: RefCell<Vec<Child>>,
     window: RefCell<Window>,
     log: RefCell<CrashLog>,
@@ -204,6 +205,7 @@ impl Supervisor {
             strategy: builder.strategy,
             intensity: builder.intensity,
             backoff: builder.backoff,
+            limits,
             children: RefCell::new(children),
             window: RefCell::default(),
             log: RefCell::new(CrashLog::new(builder.log_capacity)),
@@ -598,10 +600,9 @@ impl Inner {
                 ),
             ));
         }
-        let limits = WaitLimits::default();
         let i = {
             let mut children = self.children.borrow_mut();
-            children.push(Child::new(spec, limits));
+            children.push(Child::new(spec, self.limits));
             children.len() - 1
         };
         if let Err(error) = self.start_child(i, false).await {
