@@ -12,6 +12,15 @@ const MAX_SEGMENTS: usize = 512;
 /// connection is gone. capnp would call a time-out "overloaded", which would
 /// invite a caller to retry on a connection that is dead.
 fn lost(error: std::io::Error) -> capnp::Error {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        // rustls's wording (a missing close_notify) reads like an attack;
+        // in practice the peer's vat stopped or its process died.
+        return capnp::Error::disconnected(
+            "the peer closed the connection without saying goodbye (its vat stopped or its \
+             process died)"
+                .to_string(),
+        );
+    }
     capnp::Error::disconnected(format!("the connection failed: {error}"))
 }
 
