@@ -105,7 +105,12 @@ impl Node {
     /// The open connections this node's manager holds to `peer`.
     fn connections_to(&self, peer: VatId) -> Vec<ConnectionInfo> {
         self.vat
-            .run(move || connections().into_iter().filter(|c| c.peer == peer).collect())
+            .run(move || {
+                connections()
+                    .into_iter()
+                    .filter(|c| c.peer == peer)
+                    .collect()
+            })
             .wait()
             .unwrap()
     }
@@ -236,13 +241,19 @@ fn simultaneous_dials_end_with_one_connection_kept_alike_on_both_sides() {
     eprintln!("sockets right after the simultaneous dials: {during}");
 
     // Both directions now go over the one left.
-    let serials = (a.connections_to(b.id())[0].serial, b.connections_to(a.id())[0].serial);
+    let serials = (
+        a.connections_to(b.id())[0].serial,
+        b.connections_to(a.id())[0].serial,
+    );
     let on_a = a.restore(&b.token);
     let on_b = b.restore(&a.token);
     assert_eq!(a.add(&on_a), 2);
     assert_eq!(b.add(&on_b), 2);
     assert_eq!(
-        (a.connections_to(b.id())[0].serial, b.connections_to(a.id())[0].serial),
+        (
+            a.connections_to(b.id())[0].serial,
+            b.connections_to(a.id())[0].serial
+        ),
         serials
     );
     assert_eq!(accepted_sockets(&[a.port, b.port]), 1);
@@ -263,13 +274,18 @@ fn an_idle_connection_is_closed_after_the_idle_timeout_and_a_later_restore_dials
 
     let closed_at = Instant::now();
     assert!(
-        eventually(Duration::from_secs(4), || a.connections_to(b.id()).is_empty()
+        eventually(Duration::from_secs(4), || a
+            .connections_to(b.id())
+            .is_empty()
             && accepted_sockets(&[a.port, b.port]) == 0),
         "{:?}",
         a.connections_to(b.id())
     );
     let after = closed_at.elapsed();
-    assert!(after >= Duration::from_millis(500), "closed after {after:?}");
+    assert!(
+        after >= Duration::from_millis(500),
+        "closed after {after:?}"
+    );
 
     let held = a.restore(&b.token);
     assert_eq!(a.add(&held), 2);

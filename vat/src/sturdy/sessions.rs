@@ -279,7 +279,11 @@ fn winner<'a>(key: &SessionKey, entries: &'a [Entry]) -> Option<&'a Entry> {
         .iter()
         .filter(|e| !e.connection.is_closed())
         .max_by_key(|e| {
-            let dialler = if e.dialled_here { *ours } else { Some(peer_key) };
+            let dialler = if e.dialled_here {
+                *ours
+            } else {
+                Some(peer_key)
+            };
             (dialler.is_some() && dialler == smaller, e.serial)
         })
 }
