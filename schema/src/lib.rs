@@ -10,6 +10,8 @@
 //!   capabilities.
 //! - [`supervise_capnp`]: supervisors, their crash logs, and spawners that
 //!   start supervised objects in another vat.
+//! - [`group_capnp`]: groups of members of one interface: joining, listing
+//!   and calling every member.
 
 #![forbid(unsafe_code)]
 
@@ -50,4 +52,17 @@ pub mod gateway_capnp {
 )]
 pub mod supervise_capnp {
     include!(concat!(env!("OUT_DIR"), "/supervise_capnp.rs"));
+}
+
+/// Generated from `schema/capnp/group.capnp`.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unused_qualifications
+)]
+pub mod group_capnp {
+    include!(concat!(env!("OUT_DIR"), "/group_capnp.rs"));
 }

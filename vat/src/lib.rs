@@ -48,6 +48,7 @@ mod core;
 pub mod demo;
 mod error;
 mod far;
+pub mod group;
 mod handle;
 mod heap;
 mod promise;
