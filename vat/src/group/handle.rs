@@ -114,6 +114,21 @@ impl Group {
     }
 
     /// Every member, in the order they joined.
+    ///
+    /// ```
+    /// # let vat = vat::VatHandle::start("doc").unwrap();
+    /// # vat.run_async(|| async {
+    /// use schema::demo_capnp::counter;
+    /// let group = vat::group::Group::new("counters", vat::group::Strategy::RoundRobin);
+    /// let worker: counter::Client = vat::export(vat::demo::Counter::default());
+    /// group.join(worker).keep();
+    /// let counters: counter::Client = group.client();
+    /// counters.get_request().send().promise.await.unwrap();
+    /// let members = group.members();
+    /// assert_eq!((members[0].calls, members[0].in_flight, members[0].reachable), (1, 0, true));
+    /// # }).wait().unwrap();
+    /// # vat.stop().unwrap();
+    /// ```
     pub fn members(&self) -> Vec<MemberInfo> {
         self.shared.infos()
     }
