@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::core::VatCore;
 use crate::error::Error;
 use crate::heap::{self, Header, HeapEntry, ObjectKind};
+use crate::hook::{front_hook, Front};
 
 /// Exports `server` from the current vat as a capability of type `C`.
 ///
@@ -69,7 +70,7 @@ where
     if vat.capturing() {
         vat.note_export(inner.get_ptr(), header.id());
     }
-    C::new(Box::new(Turns { inner, header, vat }))
+    C::new(front_hook(Rc::new(Turns { inner, header, vat })))
 }
 
 /// Runs `make`, catching a panic, and returns its outcome with every object
@@ -83,23 +84,6 @@ pub(crate) fn capture_exports<R>(
     let made = catch_unwind(AssertUnwindSafe(make));
     let seen = vat.end_capture(outer);
     (made, seen)
-}
-
-/// A request whose call lands in `hook.call`.
-///
-/// capnp-rpc builds local requests only for its own hook types, which would
-/// call the server directly and skip a wrapping hook. Routing the request
-/// through a forwarding client makes it land in the wrapper's `call` instead.
-pub(crate) fn request_through(
-    hook: Box<dyn ClientHook>,
-    interface_id: u64,
-    method_id: u16,
-    size_hint: Option<capnp::MessageSize>,
-) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
-    let me = capnp::capability::Client::new(hook);
-    let front: capnp::capability::Client =
-        capnp_rpc::new_future_client(futures::future::ready(Ok(me)));
-    front.hook.new_call(interface_id, method_id, size_hint)
 }
 
 /// Wraps a local server's client so that every call to it is a turn.
@@ -137,26 +121,9 @@ impl Turns {
     }
 }
 
-impl ClientHook for Turns {
-    fn add_ref(&self) -> Box<dyn ClientHook> {
-        Box::new(Turns {
-            inner: self.inner.add_ref(),
-            header: self.header.clone(),
-            vat: self.vat.clone(),
-        })
-    }
-
-    fn new_call(
-        &self,
-        interface_id: u64,
-        method_id: u16,
-        size_hint: Option<capnp::MessageSize>,
-    ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
-        request_through(self.add_ref(), interface_id, method_id, size_hint)
-    }
-
-    fn call(
-        &self,
+impl Front for Turns {
+    fn forward_call(
+        self: &Rc<Self>,
         interface_id: u64,
         method_id: u16,
         params: Box<dyn ParamsHook>,
@@ -169,11 +136,6 @@ impl ClientHook for Turns {
         let started = catch_unwind(AssertUnwindSafe(|| {
             self.inner.call(interface_id, method_id, params, results)
         }));
-        let turns = Turns {
-            inner: self.inner.add_ref(),
-            header: self.header.clone(),
-            vat: self.vat.clone(),
-        };
         match started {
             Ok(call) => {
                 let span = tracing::trace_span!(
@@ -183,6 +145,7 @@ impl ClientHook for Turns {
                     interface = interface_id,
                     method = method_id
                 );
+                let turns = Rc::clone(self);
                 Promise::from_future(
                     async move {
                         let outcome = AssertUnwindSafe(call).catch_unwind().await;
@@ -191,28 +154,12 @@ impl ClientHook for Turns {
                     .instrument(span),
                 )
             }
-            Err(panic) => Promise::err(turns.crashed(panic)),
+            Err(panic) => Promise::err(self.crashed(panic)),
         }
     }
 
-    fn get_brand(&self) -> usize {
-        // Not an RPC import: the same brand capnp-rpc gives its local clients.
-        0
-    }
-
-    fn get_ptr(&self) -> usize {
+    /// The server's own identity, as capnp-rpc's plain client has it.
+    fn identity(self: &Rc<Self>) -> usize {
         self.inner.get_ptr()
-    }
-
-    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
-        None
-    }
-
-    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
-        None
-    }
-
-    fn when_resolved(&self) -> Promise<(), capnp::Error> {
-        Promise::ok(())
     }
 }

@@ -51,6 +51,7 @@ mod far;
 pub mod group;
 mod handle;
 mod heap;
+mod hook;
 mod promise;
 mod reference;
 pub mod sturdy;

@@ -15,13 +15,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use capnp::capability::Promise;
-use capnp::private::capability::{ClientHook, ParamsHook, PipelineHook, RequestHook, ResultsHook};
+use capnp::private::capability::{ParamsHook, PipelineHook, RequestHook, ResultsHook};
 
 use super::delivery::refused_before_delivery;
 use super::member::{Member, MemberId};
 use super::state::{settled, Shared};
 use crate::error::Error;
-use crate::far::request_through;
+use crate::hook::Front;
 
 /// The hook behind [`Group::client`](super::Group::client) and
 /// [`Group::with_key`](super::Group::with_key).
@@ -31,25 +31,9 @@ pub(crate) struct GroupHook {
     pub(crate) key: Option<Rc<u64>>,
 }
 
-impl ClientHook for GroupHook {
-    fn add_ref(&self) -> Box<dyn ClientHook> {
-        Box::new(GroupHook {
-            shared: self.shared.clone(),
-            key: self.key.clone(),
-        })
-    }
-
-    fn new_call(
-        &self,
-        interface_id: u64,
-        method_id: u16,
-        size_hint: Option<capnp::MessageSize>,
-    ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
-        request_through(self.add_ref(), interface_id, method_id, size_hint)
-    }
-
-    fn call(
-        &self,
+impl Front for GroupHook {
+    fn forward_call(
+        self: &Rc<Self>,
         interface_id: u64,
         method_id: u16,
         params: Box<dyn ParamsHook>,
@@ -79,30 +63,12 @@ impl ClientHook for GroupHook {
         }
     }
 
-    fn get_brand(&self) -> usize {
-        0
-    }
-
-    /// The group's address, or the keyed view's: capnp-rpc exports one
-    /// capability per identity, and a keyed view must never turn into the
-    /// plain face or another key's view.
-    fn get_ptr(&self) -> usize {
+    /// The group's identity, or the keyed view's own.
+    fn identity(self: &Rc<Self>) -> usize {
         match &self.key {
             Some(key) => Rc::as_ptr(key) as usize,
             None => Rc::as_ptr(&self.shared) as usize,
         }
-    }
-
-    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
-        None
-    }
-
-    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
-        None
-    }
-
-    fn when_resolved(&self) -> Promise<(), capnp::Error> {
-        Promise::ok(())
     }
 }
 

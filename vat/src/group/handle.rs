@@ -10,6 +10,7 @@ use super::forward::GroupHook;
 use super::member::{MemberInfo, Membership};
 use super::state::Shared;
 use super::strategy::{hash_key, Strategy};
+use crate::hook::front_hook;
 
 /// A group of members of one Cap'n Proto interface, held in the vat that
 /// made it. Clones share the group.
@@ -135,10 +136,10 @@ impl Group {
 
     /// The call-one face, typed as the members' interface `C`.
     pub fn client<C: FromClientHook>(&self) -> C {
-        C::new(Box::new(GroupHook {
+        C::new(front_hook(Rc::new(GroupHook {
             shared: self.shared.clone(),
             key: None,
-        }))
+        })))
     }
 
     /// A call-one face bound to `key`: each call on it goes to the member
@@ -172,9 +173,9 @@ impl Group {
     /// # vat.stop().unwrap();
     /// ```
     pub fn with_key<C: FromClientHook>(&self, key: impl AsRef<[u8]>) -> C {
-        C::new(Box::new(GroupHook {
+        C::new(front_hook(Rc::new(GroupHook {
             shared: self.shared.clone(),
             key: Some(Rc::new(hash_key(key.as_ref()))),
-        }))
+        })))
     }
 }

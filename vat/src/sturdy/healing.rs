@@ -16,7 +16,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use capnp::capability::Promise;
-use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
+use capnp::private::capability::{ParamsHook, ResultsHook};
 use captp::{Identity, Limits};
 use sturdyrefs::SturdyRef;
 use tokio::sync::Notify;
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::restore::{restore_connected, RestoreError};
 use crate::error::{Error, ErrorKind};
-use crate::far::request_through;
+use crate::hook::{front, Front};
 
 /// How a healing reference waits and retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub fn healing(
         changed: Notify::new(),
     });
     Heal::reconnect(&state);
-    capnp::capability::Client::new(Box::new(Healing { state }))
+    front(state)
 }
 
 struct Heal {
@@ -228,34 +228,15 @@ fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(factor)
 }
 
-struct Healing {
-    state: Rc<Heal>,
-}
-
-impl ClientHook for Healing {
-    fn add_ref(&self) -> Box<dyn ClientHook> {
-        Box::new(Healing {
-            state: Rc::clone(&self.state),
-        })
-    }
-
-    fn new_call(
-        &self,
-        interface_id: u64,
-        method_id: u16,
-        size_hint: Option<capnp::MessageSize>,
-    ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
-        request_through(self.add_ref(), interface_id, method_id, size_hint)
-    }
-
-    fn call(
-        &self,
+impl Front for Heal {
+    fn forward_call(
+        self: &Rc<Self>,
         interface_id: u64,
         method_id: u16,
         params: Box<dyn ParamsHook>,
         results: Box<dyn ResultsHook>,
     ) -> Promise<(), capnp::Error> {
-        let state = Rc::clone(&self.state);
+        let state = Rc::clone(self);
         Promise::from_future(async move {
             let (object, generation) = state.ready().await?;
             let outcome = object
@@ -269,25 +250,5 @@ impl ClientHook for Healing {
             }
             outcome
         })
-    }
-
-    fn get_brand(&self) -> usize {
-        0
-    }
-
-    fn get_ptr(&self) -> usize {
-        Rc::as_ptr(&self.state) as usize
-    }
-
-    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
-        None
-    }
-
-    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
-        None
-    }
-
-    fn when_resolved(&self) -> Promise<(), capnp::Error> {
-        Promise::ok(())
     }
 }

@@ -9,7 +9,7 @@ use capnp::capability::Promise;
 use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
 
 use crate::error::{Error, ErrorKind};
-use crate::far::request_through;
+use crate::hook::{front, Front};
 
 /// Whether one token still stands. Shared by every reference restored from
 /// it; revoking the token flips it for all of them at once.
@@ -54,7 +54,7 @@ pub(crate) fn revocable(
     client: capnp::capability::Client,
     standing: Rc<Standing>,
 ) -> capnp::capability::Client {
-    capnp::capability::Client::new(Box::new(Revocable {
+    front(Rc::new(Revocable {
         inner: client.hook,
         standing,
     }))
@@ -65,25 +65,9 @@ struct Revocable {
     standing: Rc<Standing>,
 }
 
-impl ClientHook for Revocable {
-    fn add_ref(&self) -> Box<dyn ClientHook> {
-        Box::new(Revocable {
-            inner: self.inner.add_ref(),
-            standing: Rc::clone(&self.standing),
-        })
-    }
-
-    fn new_call(
-        &self,
-        interface_id: u64,
-        method_id: u16,
-        size_hint: Option<capnp::MessageSize>,
-    ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
-        request_through(self.add_ref(), interface_id, method_id, size_hint)
-    }
-
-    fn call(
-        &self,
+impl Front for Revocable {
+    fn forward_call(
+        self: &Rc<Self>,
         interface_id: u64,
         method_id: u16,
         params: Box<dyn ParamsHook>,
@@ -95,26 +79,10 @@ impl ClientHook for Revocable {
         }
     }
 
-    fn get_brand(&self) -> usize {
-        0
-    }
-
     /// One identity per token, not the object's: capnp-rpc shares an export
     /// between hooks with the same pointer, and a reference restored from
     /// one token must never turn into the bare object or another token's.
-    fn get_ptr(&self) -> usize {
+    fn identity(self: &Rc<Self>) -> usize {
         Rc::as_ptr(&self.standing) as usize
-    }
-
-    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
-        None
-    }
-
-    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
-        None
-    }
-
-    fn when_resolved(&self) -> Promise<(), capnp::Error> {
-        Promise::ok(())
     }
 }

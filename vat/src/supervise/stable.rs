@@ -20,7 +20,7 @@ use capnp::capability::Promise;
 use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
 
 use crate::error::{Error, ErrorKind};
-use crate::far::request_through;
+use crate::hook::{front, Front};
 
 /// How many calls may wait for a restarting child, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl Slot {
 
     /// A stable reference to the slot.
     pub(crate) fn client(self: &Rc<Self>) -> capnp::capability::Client {
-        capnp::capability::Client::new(Box::new(Stable { slot: self.clone() }))
+        front(self.clone())
     }
 
     /// Whether an incarnation answers now.
@@ -511,56 +511,17 @@ impl Wake for Forward {
     }
 }
 
-/// The hook behind a stable reference.
-struct Stable {
-    slot: Rc<Slot>,
-}
-
-impl ClientHook for Stable {
-    fn add_ref(&self) -> Box<dyn ClientHook> {
-        Box::new(Stable {
-            slot: self.slot.clone(),
-        })
-    }
-
-    fn new_call(
-        &self,
-        interface_id: u64,
-        method_id: u16,
-        size_hint: Option<capnp::MessageSize>,
-    ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
-        request_through(self.add_ref(), interface_id, method_id, size_hint)
-    }
-
-    fn call(
-        &self,
+/// The identity of a stable reference is its slot's: the same for every
+/// incarnation, so capnp-rpc exports one capability for the child, never
+/// one per incarnation.
+impl Front for Slot {
+    fn forward_call(
+        self: &Rc<Self>,
         interface_id: u64,
         method_id: u16,
         params: Box<dyn ParamsHook>,
         results: Box<dyn ResultsHook>,
     ) -> Promise<(), capnp::Error> {
-        self.slot.call(interface_id, method_id, params, results)
-    }
-
-    fn get_brand(&self) -> usize {
-        0
-    }
-
-    /// The slot's address: the same for every incarnation, so capnp-rpc
-    /// exports one capability for the child, never one per incarnation.
-    fn get_ptr(&self) -> usize {
-        Rc::as_ptr(&self.slot) as usize
-    }
-
-    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
-        None
-    }
-
-    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
-        None
-    }
-
-    fn when_resolved(&self) -> Promise<(), capnp::Error> {
-        Promise::ok(())
+        self.call(interface_id, method_id, params, results)
     }
 }
