@@ -442,24 +442,8 @@ fn far_crash(
             let peers = peers.get()?;
             let (host, counter) = peers.call(|p| (p.bob.clone(), p.counter.clone()))?;
             let mut lines = Vec::new();
-            let mut crash = host.crash_request();
-            crash
-                .get()
-                .set_message("the demo asked bob's Host to panic");
-            match crash.send().promise.await.map_err(vat::Error::from) {
-                Err(error) if error.kind() == ErrorKind::Crashed => {
-                    lines.push(format!("alice's call broke: {error}"));
-                }
-                other => {
-                    return Err(vat::Error::new(
-                        ErrorKind::Failed,
-                        format!(
-                            "expected a crashed error, got {:?}",
-                            other.map(|_| "a reply")
-                        ),
-                    ))
-                }
-            }
+            let error = crash(&host, "the demo asked bob's Host to panic").await?;
+            lines.push(format!("alice's call broke: {error}"));
             if let Some(counter) = counter {
                 lines.push(format!(
                     "bob's counter, another object in the same vat, still answers: {}",
@@ -497,24 +481,8 @@ fn supervised_crash(n: &mut Narrator, alice: &VatHandle) -> Result<(), DemoError
                 "supervisor `demo` started child `host`; through its stable reference echo(1) answers {}",
                 echo(&host, 1).await?
             ));
-            let mut crash = host.crash_request();
-            crash
-                .get()
-                .set_message("the demo asked the supervised Host to panic");
-            match crash.send().promise.await.map_err(vat::Error::from) {
-                Err(error) if error.kind() == ErrorKind::Crashed => {
-                    lines.push(format!("the call that crashed it broke: {error}"));
-                }
-                other => {
-                    return Err(vat::Error::new(
-                        ErrorKind::Failed,
-                        format!(
-                            "expected a crashed error, got {:?}",
-                            other.map(|_| "a reply")
-                        ),
-                    ))
-                }
-            }
+            let error = crash(&host, "the demo asked the supervised Host to panic").await?;
+            lines.push(format!("the call that crashed it broke: {error}"));
             let after = echo(&host, 2).await?;
             let child = supervisor.children().into_iter().next();
             lines.push(format!(
@@ -544,6 +512,23 @@ async fn echo(host: &host::Client, value: u64) -> Result<u64, vat::Error> {
     let mut request = host.echo_request();
     request.get().set_value(value);
     Ok(request.send().promise.await?.get()?.get_value())
+}
+
+/// Asks `host` to panic with `message`; returns the crashed error its call
+/// broke with (anything else is a failure of the demo).
+async fn crash(host: &host::Client, message: &str) -> Result<vat::Error, vat::Error> {
+    let mut request = host.crash_request();
+    request.get().set_message(message);
+    match request.send().promise.await.map_err(vat::Error::from) {
+        Err(error) if error.kind() == ErrorKind::Crashed => Ok(error),
+        other => Err(vat::Error::new(
+            ErrorKind::Failed,
+            format!(
+                "expected a crashed error, got {:?}",
+                other.map(|_| "a reply")
+            ),
+        )),
+    }
 }
 
 /// A request to add `by` to a far counter; it leaves when sent.
