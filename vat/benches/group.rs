@@ -3,7 +3,7 @@
 //! | group | measured | baseline |
 //! |---|---|---|
 //! | `group_call_local` | `Counter.add` through a group's call-one face, round-robin over three counters in the same vat | the same on one counter directly |
-//! | `group_call_tcp` | the same from a vat whose group holds three counters of another vat, each over a loopback TCP connection of its own: one call at a time, and 64 in flight | the same on one of those counters directly (`direct`), and on the three in turn, picked by hand (`rotating`): the same network traffic as the group's |
+//! | `group_call_tcp` | the same from a vat whose group holds three counters of another vat, each over a loopback TCP connection of its own, one call at a time and 64 in flight: `group` (the default: the caller gets the member's own request) and `group_lent` (`resend_remote_refusals(true)`: the call is lent, its params and results copied) | the same on one of those counters directly (`direct`), and on the three in turn, picked by hand (`rotating`): the same network traffic as the group's |
 //!
 //! Run with `cargo bench -p vat --bench group`.
 
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use schema::demo_capnp::counter;
 use vat::demo::Counter;
-use vat::group::{Group, Strategy};
+use vat::group::{Group, GroupBuilder, Strategy};
 use vat::net::{Limits, Listener};
 use vat::{Root, VatHandle};
 
@@ -24,7 +24,9 @@ use vat::{Root, VatHandle};
 struct Held {
     direct: counter::Client,
     group: counter::Client,
-    _group: Group,
+    /// The same members in a group that lends its calls to them.
+    lent: counter::Client,
+    _groups: [Group; 2],
     /// The members themselves, and which one is next, for the hand-picked baseline.
     members: Vec<counter::Client>,
     next: usize,
@@ -33,13 +35,19 @@ struct Held {
 /// Makes a group of three counters (`members`) and keeps it with `direct`.
 fn held(direct: counter::Client, members: Vec<counter::Client>) -> Held {
     let group = Group::new("bench", Strategy::RoundRobin);
+    let lending = GroupBuilder::new("bench-lent")
+        .strategy(Strategy::RoundRobin)
+        .resend_remote_refusals(true)
+        .build();
     for member in &members {
         group.join(member.clone()).keep();
+        lending.join(member.clone()).keep();
     }
     Held {
         direct,
         group: group.client(),
-        _group: group,
+        lent: lending.client(),
+        _groups: [group, lending],
         members,
         next: 0,
     }
@@ -78,6 +86,7 @@ const IN_FLIGHT: usize = 64;
 enum Way {
     Direct,
     Group,
+    Lent,
     Rotating,
 }
 
@@ -85,6 +94,7 @@ fn pick(held: &vat::Ref<Held>, way: Way) -> counter::Client {
     held.call(|h| match way {
         Way::Direct => h.direct.clone(),
         Way::Group => h.group.clone(),
+        Way::Lent => h.lent.clone(),
         Way::Rotating => {
             h.next = (h.next + 1) % h.members.len();
             h.members[h.next].clone()
@@ -154,6 +164,7 @@ fn benches(c: &mut Criterion) {
         ("direct", Way::Direct),
         ("rotating", Way::Rotating),
         ("group", Way::Group),
+        ("group_lent", Way::Lent),
     ] {
         bench.bench_function(name, |b| {
             b.iter_custom(|iters| {

@@ -6,7 +6,8 @@
 
 use std::rc::Rc;
 
-use capnp::capability::Promise;
+use capnp::any_pointer;
+use capnp::capability::{Promise, Request};
 use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
 
 /// What stands behind a front capability: it takes every call made on it.
@@ -19,6 +20,20 @@ pub(crate) trait Front: 'static {
         params: Box<dyn ParamsHook>,
         results: Box<dyn ResultsHook>,
     ) -> Promise<(), capnp::Error>;
+
+    /// A request to hand the caller instead of one routed to
+    /// [`forward_call`](Front::forward_call), or `None` for that routing.
+    /// A front whose call would go on over a connection can return the
+    /// connection's own request: the caller then builds its params in the
+    /// outgoing message, with no copy of params or results on the way.
+    fn new_request(
+        self: &Rc<Self>,
+        _interface_id: u64,
+        _method_id: u16,
+        _size_hint: Option<capnp::MessageSize>,
+    ) -> Option<Request<any_pointer::Owned, any_pointer::Owned>> {
+        None
+    }
 
     /// The identity capnp-rpc sees (`get_ptr`): two capabilities with the
     /// same identity are exported as one. By default, this front itself.
@@ -50,7 +65,10 @@ impl<F: Front> ClientHook for FrontHook<F> {
         interface_id: u64,
         method_id: u16,
         size_hint: Option<capnp::MessageSize>,
-    ) -> capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned> {
+    ) -> Request<any_pointer::Owned, any_pointer::Owned> {
+        if let Some(request) = self.0.new_request(interface_id, method_id, size_hint) {
+            return request;
+        }
         // capnp-rpc builds local requests only for its own hook types, which
         // would call the server directly and skip this front. Routing the
         // request through a forwarding client makes it land in `call`.

@@ -28,6 +28,10 @@
 //!    peer broke a bound ("connection limit … exceeded") is not a refusal:
 //!    calls in flight on it may have been delivered.
 //!
+//!    A call on a remote member made through the group's fast path (see
+//!    `direct`) has its params in the member's own message, so such a
+//!    refusal goes to the caller instead.
+//!
 //! Members the group already believes unreachable are not picked while a
 //! reachable one is left, so most calls never meet a dead member at all.
 

@@ -63,6 +63,18 @@ impl Front for GroupHook {
         }
     }
 
+    /// A remote member's own request: see `direct`.
+    fn new_request(
+        self: &Rc<Self>,
+        interface_id: u64,
+        method_id: u16,
+        size_hint: Option<capnp::MessageSize>,
+    ) -> Option<capnp::capability::Request<capnp::any_pointer::Owned, capnp::any_pointer::Owned>>
+    {
+        let key = self.key.as_deref().copied();
+        super::direct::request(&self.shared, key, interface_id, method_id, size_hint)
+    }
+
     /// The group's identity, or the keyed view's own.
     fn identity(self: &Rc<Self>) -> usize {
         match &self.key {

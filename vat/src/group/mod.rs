@@ -91,6 +91,19 @@
 //! params through a shared handle, and results it drops unwritten come
 //! back to the group.
 //!
+//! A call made in the group's vat on the call-one face that goes to a
+//! member of another vat is not lent, by default: the group picks the
+//! member when the request is made and hands the caller the member's own
+//! request, built in the connection's outgoing message, so the params and
+//! results are not copied on the way. Case 2 still holds (a connection
+//! already gone is seen then, before the params exist, and another member
+//! is picked), but an `Overloaded` refusal answered by the member's vat
+//! after the call was sent (case 3, captp's bounds) reaches the caller,
+//! which may retry it: it was not delivered.
+//! [`GroupBuilder::resend_remote_refusals`] lends those calls too, at the
+//! cost of the copies. Calls that reach the face over a connection are
+//! always lent.
+//!
 //! # Sturdyrefs
 //!
 //! The call-one face is a capability like any other: provide it to a
@@ -101,6 +114,7 @@
 mod broadcast;
 mod builder;
 mod delivery;
+mod direct;
 mod forward;
 mod handle;
 mod member;

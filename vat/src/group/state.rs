@@ -12,8 +12,14 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) strategy: Strategy,
     pub(crate) probe: ProbeOptions,
+    /// Whether calls to remote members are lent (see
+    /// [`GroupBuilder::resend_remote_refusals`](super::GroupBuilder::resend_remote_refusals)).
+    pub(crate) resend_remote_refusals: bool,
     /// In the order they joined.
     members: RefCell<Vec<Rc<Member>>>,
+    /// How many members are connections' capabilities: with none, calls
+    /// are lent without trying the fast path's pick first.
+    remote: Cell<usize>,
     /// Where the next round-robin (or least-in-flight tie) scan starts.
     cursor: Cell<usize>,
     next_id: Cell<u64>,
@@ -22,12 +28,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(name: String, strategy: Strategy, probe: ProbeOptions) -> Shared {
+    pub(crate) fn new(
+        name: String,
+        strategy: Strategy,
+        probe: ProbeOptions,
+        resend_remote_refusals: bool,
+    ) -> Shared {
         Shared {
             name,
             strategy,
             probe,
+            resend_remote_refusals,
             members: RefCell::new(Vec::new()),
+            remote: Cell::new(0),
             cursor: Cell::new(0),
             next_id: Cell::new(1),
             probing: Cell::new(false),
@@ -37,9 +50,11 @@ impl Shared {
     pub(crate) fn add(&self, hook: Box<dyn capnp::private::capability::ClientHook>) -> MemberId {
         let id = MemberId(self.next_id.get());
         self.next_id.set(id.0 + 1);
-        self.members
-            .borrow_mut()
-            .push(Rc::new(Member::new(id, hook)));
+        let member = Member::new(id, hook);
+        if member.remote {
+            self.remote.set(self.remote.get() + 1);
+        }
+        self.members.borrow_mut().push(Rc::new(member));
         tracing::debug!(group = %self.name, member = %id, "member joined");
         id
     }
@@ -52,12 +67,20 @@ impl Shared {
                 .position(|m| m.id == id)
                 .map(|at| members.remove(at))
         };
-        if removed.is_some() {
+        if let Some(member) = &removed {
+            if member.remote {
+                self.remote.set(self.remote.get().saturating_sub(1));
+            }
             tracing::debug!(group = %self.name, member = %id, "member left");
         }
         // The member's capability is released here, outside the borrow: its
         // drop may run code that looks at the group.
         drop(removed);
+    }
+
+    /// Whether any member is a connection's capability.
+    pub(crate) fn has_remote(&self) -> bool {
+        self.remote.get() > 0
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -92,6 +115,16 @@ impl Shared {
         let members = self.members.borrow();
         self.pick_among(&members, key, tried, true)
             .or_else(|| self.pick_among(&members, key, tried, false))
+    }
+
+    /// Where the next scan starts: saved before a pick that may be taken
+    /// back, so that the pick made instead is the same one.
+    pub(crate) fn cursor(&self) -> usize {
+        self.cursor.get()
+    }
+
+    pub(crate) fn restore_cursor(&self, cursor: usize) {
+        self.cursor.set(cursor);
     }
 
     fn pick_among(
