@@ -42,7 +42,7 @@ impl Gate {
     }
 
     async fn wait_for_waiting(&self, count: usize) {
-        tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::time::timeout(support::HANG_GUARD, async {
             while self.0.waiting.get() < count {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -281,7 +281,7 @@ fn a_peer_that_keeps_every_capability_it_is_given_breaks_max_exports() {
         }
         // The reply that broke the bound is still sent, before the abort.
         assert!(counters.len() <= 4, "{} counters", counters.len());
-        let error = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        let error = tokio::time::timeout(support::HANG_GUARD, connection.closed())
             .await
             .expect("the connection ends")
             .unwrap_err();
@@ -321,7 +321,7 @@ fn a_peer_that_answers_nothing_breaks_max_questions() {
             })
             .collect();
         for call in calls {
-            let error = tokio::time::timeout(Duration::from_secs(10), call)
+            let error = tokio::time::timeout(support::HANG_GUARD, call)
                 .await
                 .expect("the calls break")
                 .map(|_| ())
@@ -373,7 +373,7 @@ fn a_peer_that_does_not_read_its_replies_is_paused_then_disconnected() {
         assert!(log.contains("the peer took no bytes for 500ms"), "{log}");
         // Nothing more was read from it.
         assert!(gate.0.served.get() < u64::from(sent));
-        drop(tokio::time::timeout(Duration::from_secs(10), flood).await);
+        drop(tokio::time::timeout(support::HANG_GUARD, flood).await);
         another_client_is_served(addr).await;
     });
 }

@@ -95,9 +95,9 @@ impl RawPeer {
     }
 
     /// Reads messages until an `Abort` (returns its reason) or the end of
-    /// the stream (`None`), for at most 10 s.
+    /// the stream (`None`), within a generous hang guard.
     pub async fn abort_reason(&mut self) -> Option<String> {
-        tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::time::timeout(Duration::from_secs(120), async {
             while let Some(m) = self.receive().await {
                 if let Ok(message::Abort(Ok(abort))) = body(&m).which() {
                     return Some(abort.get_reason().unwrap().to_string().unwrap());
@@ -106,16 +106,16 @@ impl RawPeer {
             None
         })
         .await
-        .expect("the connection ends within 10 s")
+        .expect("the connection ends (hang guard)")
     }
 
     /// Reads until the return for `question` and gives back its exception's
     /// type and reason, or `None` if it returned results.
     pub async fn exception_for(&mut self, question: u32) -> Option<(exception::Type, String)> {
         loop {
-            let m = tokio::time::timeout(Duration::from_secs(10), self.receive())
+            let m = tokio::time::timeout(Duration::from_secs(120), self.receive())
                 .await
-                .expect("a reply within 10 s")
+                .expect("a reply (hang guard)")
                 .expect("the connection is open");
             if let Ok(message::Return(Ok(ret))) = body(&m).which() {
                 if ret.get_answer_id() != question {

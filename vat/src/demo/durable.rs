@@ -53,7 +53,7 @@ impl counter::Server for DurableCounter {
         _: counter::GetParams,
         mut results: counter::GetResults,
     ) -> Result<(), Error> {
-        let value = self.value.read_committed(|value| *value).await;
+        let value = self.value.read_committed(|value| *value).await?;
         results.get().set_value(value);
         Ok(())
     }

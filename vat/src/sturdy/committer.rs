@@ -59,10 +59,23 @@ impl Committer {
         })
     }
 
-    /// Commits `bytes` as the state of `object`; resolves once it is durable.
-    pub(crate) async fn put(&self, object: ObjectRef, bytes: Vec<u8>) -> Result<(), Error> {
+    /// Commits `bytes` as the state of `object`. The commit is queued now,
+    /// before the returned future is first polled, so that it keeps its
+    /// place in the order of commits and completes whether or not anyone
+    /// waits for it; the future resolves once it is durable.
+    pub(crate) fn put(
+        &self,
+        object: ObjectRef,
+        bytes: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
         let (ack, done) = oneshot::channel();
-        self.submit(Job::Put { object, bytes, ack }, done).await
+        let sent = self.send(Job::Put { object, bytes, ack });
+        async move {
+            if !sent {
+                return Err(closed());
+            }
+            outcome(done.await)
+        }
     }
 
     pub(crate) async fn mint(
@@ -92,19 +105,34 @@ impl Committer {
         job: Job,
         done: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, Error> {
-        let gone = || Error::new(ErrorKind::Failed, "the vat's store is closed");
-        let sent = match &*self.jobs.borrow() {
+        if !self.send(job) {
+            return Err(closed());
+        }
+        outcome(done.await)
+    }
+
+    /// Queues `job` for the commit thread; `false` once the store closed.
+    fn send(&self, job: Job) -> bool {
+        match &*self.jobs.borrow() {
             Some(jobs) => jobs.send(job).is_ok(),
             None => false,
-        };
-        if !sent {
-            return Err(gone());
         }
-        match done.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(store_error(error)),
-            Err(_) => Err(gone()),
-        }
+    }
+}
+
+/// The error of a job sent after the store closed.
+fn closed() -> Error {
+    Error::new(ErrorKind::Failed, "the vat's store is closed")
+}
+
+/// What the commit thread answered for one job.
+fn outcome<T>(
+    answer: Result<Result<T, StoreError>, oneshot::Canceled>,
+) -> Result<T, Error> {
+    match answer {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(store_error(error)),
+        Err(_) => Err(closed()),
     }
 }
 

@@ -1,13 +1,15 @@
 //! Persistent objects: a kind name, a serialisable state, and a cell that
 //! commits each change before the caller hears of it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
+
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sturdyrefs::ObjectRef;
-use tokio::sync::Notify;
 
 use super::committer::Committer;
 use crate::error::{Error, ErrorKind};
@@ -65,16 +67,26 @@ pub trait Durable: 'static {
 /// resolving, so a method that awaits it before replying acknowledges only
 /// what survives `kill -9`. Commits from many objects and calls are
 /// gathered into one transaction under load.
+///
+/// Both [`update`](StateCell::update) and
+/// [`read_committed`](StateCell::read_committed) touch the state at once,
+/// in the turn that calls them, and only then wait: a method that calls
+/// one of them first sees the state as of its call's delivery, and calls
+/// pipelined on one reference see each other's changes in the order they
+/// were sent, whatever their commits' timing.
 pub struct StateCell<S> {
     object: ObjectRef,
     value: RefCell<S>,
     committer: Rc<Committer>,
-    /// Updates submitted, and updates committed (in order: the commit
-    /// thread acknowledges in submission order).
-    submitted: Cell<u64>,
-    committed: Cell<u64>,
-    progress: Notify,
+    /// The commit of the latest update. The commit thread finishes commits
+    /// in the order they were queued and each writes the whole state, so
+    /// once this one is durable every state before it is superseded by a
+    /// durable one.
+    last_commit: RefCell<Option<Commit>>,
 }
+
+/// One queued commit, which any number of readers may wait for.
+type Commit = Shared<LocalBoxFuture<'static, Result<(), Error>>>;
 
 impl<S: Serialize> StateCell<S> {
     pub(crate) fn new(object: ObjectRef, value: S, committer: Rc<Committer>) -> StateCell<S> {
@@ -82,9 +94,7 @@ impl<S: Serialize> StateCell<S> {
             object,
             value: RefCell::new(value),
             committer,
-            submitted: Cell::new(0),
-            committed: Cell::new(0),
-            progress: Notify::new(),
+            last_commit: RefCell::new(None),
         }
     }
 
@@ -99,54 +109,64 @@ impl<S: Serialize> StateCell<S> {
         read(&self.value.borrow())
     }
 
-    /// Reads the state once every update made before this call is
-    /// committed: what it returns survives a crash.
-    pub async fn read_committed<R>(&self, read: impl FnOnce(&S) -> R) -> R {
-        let target = self.submitted.get();
-        while self.committed.get() < target {
-            let notified = self.progress.notified();
-            if self.committed.get() >= target {
-                break;
+    /// Reads the state as it is now (at the call, not when the future is
+    /// first polled), and resolves with what `read` returned once that
+    /// state is committed: what it reports survives a crash, and it never
+    /// includes a change made after the call.
+    ///
+    /// Fails with a [`Failed`](ErrorKind::Failed) error if the commit of
+    /// the state it read failed: that state was never durable.
+    pub fn read_committed<R: 'static>(
+        &self,
+        read: impl FnOnce(&S) -> R,
+    ) -> impl Future<Output = Result<R, Error>> + 'static {
+        let value = read(&self.value.borrow());
+        let commit = self.last_commit.borrow().clone();
+        async move {
+            if let Some(commit) = commit {
+                commit.await?;
             }
-            notified.await;
+            Ok(value)
         }
-        read(&self.value.borrow())
     }
 
-    /// Changes the state with `change`, commits the new state, and returns
-    /// what `change` returned once the commit is durable.
+    /// Changes the state with `change` at once (at the call, not when the
+    /// future is first polled), queues the commit of the new state, and
+    /// resolves with what `change` returned once the commit is durable.
     ///
     /// If the commit fails the call fails with a
     /// [`Failed`](ErrorKind::Failed) error; the change stays in memory but
-    /// was never acknowledged.
-    pub async fn update<R>(&self, change: impl FnOnce(&mut S) -> R) -> Result<R, Error> {
-        let (result, bytes) = {
+    /// was never acknowledged. The commit goes ahead whether or not the
+    /// returned future is awaited.
+    pub fn update<R: 'static>(
+        &self,
+        change: impl FnOnce(&mut S) -> R,
+    ) -> impl Future<Output = Result<R, Error>> + 'static {
+        let changed = {
             let mut value = self.value.borrow_mut();
             let result = change(&mut value);
-            let bytes = postcard::to_allocvec(&*value).map_err(|e| {
-                Error::new(
-                    ErrorKind::Failed,
-                    format!("cannot encode the state of {}: {e}", self.object),
-                )
-            })?;
-            (result, bytes)
+            postcard::to_allocvec(&*value)
+                .map(|bytes| (result, bytes))
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Failed,
+                        format!("cannot encode the state of {}: {e}", self.object),
+                    )
+                })
         };
-        self.submitted.set(self.submitted.get() + 1);
-        // Counted as done even if the caller stops waiting, so that
-        // `read_committed` never waits for an update nobody drives.
-        let _done = Done(self);
-        let outcome = self.committer.put(self.object.clone(), bytes).await;
-        outcome.map(|()| result)
-    }
-}
-
-/// Counts one update of a cell as finished when dropped.
-struct Done<'a, S>(&'a StateCell<S>);
-
-impl<S> Drop for Done<'_, S> {
-    fn drop(&mut self) {
-        self.0.committed.set(self.0.committed.get() + 1);
-        self.0.progress.notify_waiters();
+        let commit = changed.map(|(result, bytes)| {
+            let commit: Commit = self
+                .committer
+                .put(self.object.clone(), bytes)
+                .boxed_local()
+                .shared();
+            *self.last_commit.borrow_mut() = Some(commit.clone());
+            (result, commit)
+        });
+        async move {
+            let (result, commit) = commit?;
+            commit.await.map(|()| result)
+        }
     }
 }
 
