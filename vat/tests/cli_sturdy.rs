@@ -669,3 +669,99 @@ fn the_data_folder_keeps_no_swiss_number_only_hashes() {
         );
     }
 }
+
+/// One round of `add(10), get, add(1), get`, pipelined on one reference
+/// (all four sent before any answer); the four answers.
+async fn pipelined_round(counter: &counter::Client) -> Result<[i64; 4], capnp::Error> {
+    let add = |by| {
+        let mut request = counter.add_request();
+        request.get().set_by(by);
+        request.send().promise
+    };
+    let get = || counter.get_request().send().promise;
+    let (first, second, third, fourth) = (add(10), get(), add(1), get());
+    Ok([
+        first.await?.get()?.get_value(),
+        second.await?.get()?.get_value(),
+        third.await?.get()?.get_value(),
+        fourth.await?.get()?.get_value(),
+    ])
+}
+
+/// Restores the counter `token` names in a vat of this process and runs
+/// `rounds` pipelined rounds (until a call fails, for `None`); returns
+/// each round's answers and the first error, if any.
+fn pipelined_rounds(token: &str, rounds: Option<usize>) -> (Vec<[i64; 4]>, Option<String>) {
+    let client = vat::VatHandle::start("client").unwrap();
+    let token: SturdyRef = token.parse().unwrap();
+    let answered = client
+        .run_async(move || async move {
+            let (object, _) = vat::sturdy::restore(&token, None, Limits::default())
+                .await
+                .unwrap();
+            let counter: counter::Client = object.cast_to();
+            let mut answers = Vec::new();
+            while rounds.is_none_or(|rounds| answers.len() < rounds) {
+                match pipelined_round(&counter).await {
+                    Ok(round) => answers.push(round),
+                    Err(error) => return (answers, Some(error.to_string())),
+                }
+            }
+            (answers, None)
+        })
+        .wait()
+        .unwrap();
+    client.stop().unwrap();
+    answered
+}
+
+#[test]
+fn a_durable_read_answers_the_state_at_its_delivery_never_a_later_one() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, _) = init(root.path(), "a");
+    let serving = Serving::start(&dir, "127.0.0.1:0", &[]);
+    let token = serving.token("counter#1");
+
+    let (rounds, error) = pipelined_rounds(&token, Some(50));
+    assert_eq!(error, None);
+    for (index, answers) in rounds.iter().enumerate() {
+        let start = i64::try_from(index).unwrap() * 11;
+        let relative = answers.map(|value| value - start);
+        assert_eq!(relative, [10, 10, 11, 11], "round {index}: {answers:?}");
+    }
+    drop(serving);
+}
+
+#[test]
+fn kill_9_after_any_answer_loses_nothing_a_read_or_an_add_reported() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, _) = init(root.path(), "a");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut serving = Serving::start(&dir, &listen, &[]);
+    let token = serving.token("counter#1");
+
+    let reading = {
+        let token = token.clone();
+        std::thread::spawn(move || pipelined_rounds(&token, None))
+    };
+    // Some rounds must have been answered before the kill.
+    let mut first = ok(&["call", &token, "get"]);
+    while first.trim() == "0" {
+        std::thread::sleep(Duration::from_millis(20));
+        first = ok(&["call", &token, "get"]);
+    }
+    serving.kill_9();
+    let (rounds, error) = reading.join().unwrap();
+    assert!(error.is_some(), "the calls end with the vat");
+    let reported = rounds.iter().flatten().copied().max().unwrap_or(0);
+
+    let serving = Serving::start(&dir, &listen, &[]);
+    let value: i64 = ok(&["call", &token, "get"]).trim().parse().unwrap();
+    eprintln!(
+        "{} rounds answered before the kill, the highest value reported {reported}; after the \
+         restart: {value}",
+        rounds.len()
+    );
+    assert!(value >= reported, "reported {reported}, found {value}");
+    drop(serving);
+}
