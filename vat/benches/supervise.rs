@@ -58,7 +58,9 @@ impl counter::Server for Tally {
         _: counter::GetParams,
         mut results: counter::GetResults,
     ) -> Result<(), capnp::Error> {
-        results.get().set_value(self.0.read_committed(|n| *n).await?);
+        results
+            .get()
+            .set_value(self.0.read_committed(|n| *n).await?);
         Ok(())
     }
 }

@@ -765,3 +765,103 @@ fn kill_9_after_any_answer_loses_nothing_a_read_or_an_add_reported() {
     assert!(value >= reported, "reported {reported}, found {value}");
     drop(serving);
 }
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn everything_in_a_data_folder_is_owner_only_and_serve_refuses_an_exposed_one() {
+    let root = tempfile::tempdir().unwrap();
+    // A folder that existed, readable by all, before `vat init`.
+    let dir = root.path().join("a");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let made = ok(&["init", "--data", text(&dir)]);
+    assert!(made.contains("owner-only"), "{made}");
+    assert_eq!(mode(&dir), 0o700);
+
+    let mut serving = Serving::start(&dir, "127.0.0.1:0", &[]);
+    for file in ["identity.key", "vat.redb", "serve.addr"] {
+        assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+    }
+    assert!(serving.terminate().success());
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let message = fails(&["serve", "--data", text(&dir), "--listen", "127.0.0.1:0"]);
+    let fix = format!("chmod 700 {}", dir.display());
+    assert!(said(&message).contains(&fix), "{message}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    let store = dir.join("vat.redb");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let message = fails(&["serve", "--data", text(&dir), "--listen", "127.0.0.1:0"]);
+    let fix = format!("chmod 600 {}", store.display());
+    assert!(said(&message).contains(&fix), "{message}");
+}
+
+#[test]
+fn serve_started_while_a_short_command_has_the_store_open_waits_for_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, _) = init(root.path(), "a");
+    let mut serving = Serving::start(&dir, "127.0.0.1:0", &[]);
+    assert!(serving.terminate().success());
+
+    // `vat tokens list` over and over while the vat is down, as an
+    // operator's script might, and the vat restarted ten times meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listing = {
+        let (dir, stop) = (dir.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut runs = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ran = run(&["tokens", "list", "--data", text(&dir)]);
+                assert_eq!(ran.code, Some(0), "{ran:?}");
+                runs += 1;
+            }
+            runs
+        })
+    };
+    for _ in 0..10 {
+        let mut serving = Serving::start(&dir, "127.0.0.1:0", &[]);
+        assert!(serving.terminate().success());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = listing.join().unwrap();
+    eprintln!("`vat tokens list` ran {runs} times around ten restarts");
+}
+
+#[test]
+fn a_stale_address_file_is_not_taken_for_a_running_vat() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, id) = init(root.path(), "a");
+    let mut serving = Serving::start(&dir, "127.0.0.1:0", &[]);
+    serving.kill_9();
+    assert!(dir.join("serve.addr").exists(), "kill -9 leaves it behind");
+
+    // Another process (this test) has the store open for a moment while
+    // the address file is stale: the command waits for it, then reads the
+    // store itself.
+    let store = sturdyrefs::RedbStore::open(dir.join("vat.redb")).unwrap();
+    let listing = {
+        let dir = dir.clone();
+        std::thread::spawn(move || run(&["tokens", "list", "--data", text(&dir)]))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    drop(store);
+    let listed = listing.join().unwrap();
+    assert_eq!(listed.code, Some(0), "{listed:?}");
+    assert!(
+        listed.stdout.contains(&format!("vat {id} is not running")),
+        "{listed:?}"
+    );
+
+    // Held for longer than the command waits: it says who holds it.
+    let _store = sturdyrefs::RedbStore::open(dir.join("vat.redb")).unwrap();
+    let message = fails(&["tokens", "list", "--data", text(&dir)]);
+    let holder = format!("process {}", std::process::id());
+    assert!(said(&message).contains(&holder), "{message}");
+    let message = fails(&["serve", "--data", text(&dir), "--listen", "127.0.0.1:0"]);
+    assert!(said(&message).contains(&holder), "{message}");
+    assert!(!said(&message).contains("already running"), "{message}");
+}

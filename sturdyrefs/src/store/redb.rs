@@ -59,11 +59,32 @@ fn backend<E: Into<::redb::Error>>(operation: &'static str) -> impl FnOnce(E) ->
     }
 }
 
+/// Creates `path` empty and owner-only (mode 0600) if it does not exist, so
+/// that the database never exists readable by others, whatever the umask.
+/// redb makes a database in an empty file as in a missing one.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 impl RedbStore {
-    /// Opens the store in the file at `path`, creating it if it does not
-    /// exist.
+    /// Opens the store in the file at `path`, creating it (mode 0600) if it
+    /// does not exist.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
         let path = path.as_ref().to_path_buf();
+        create_private(&path).map_err(|source| StoreError::Backend {
+            operation: "creating the database file",
+            source: Box::new(source),
+        })?;
         let db = Database::create(&path).map_err(|error| match error {
             DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
             other => backend("opening the database")(other),

@@ -126,9 +126,7 @@ fn closed() -> Error {
 }
 
 /// What the commit thread answered for one job.
-fn outcome<T>(
-    answer: Result<Result<T, StoreError>, oneshot::Canceled>,
-) -> Result<T, Error> {
+fn outcome<T>(answer: Result<Result<T, StoreError>, oneshot::Canceled>) -> Result<T, Error> {
     match answer {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(store_error(error)),

@@ -1,15 +1,26 @@
 //! A vat's data folder as the commands see it: the identity key, the token
 //! store, and `serve.addr`, where a running vat says it listens.
 
-use std::fs;
-use std::io;
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sturdyrefs::{RedbStore, StoreError, VatId};
 use vat::net::Identity;
 
 use crate::error::CliError;
+use crate::holder::{holders, Holder};
+
+/// How long a command waits for a store held by another short command
+/// (which holds it for milliseconds) before it gives up.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How often it looks again meanwhile.
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// The file in which `vat serve` writes the address it listens on. It holds
 /// no secret: the commands that read it must still prove the vat's key.
@@ -62,28 +73,130 @@ impl DataDir {
     }
 
     /// Opens the store if the vat is not running, or finds the running vat.
-    /// The store's lock decides which: `serve.addr` may outlive a vat that
-    /// was killed, the lock does not.
+    /// The store's lock decides which, with the processes that hold it:
+    /// `serve.addr` may outlive a vat that was killed, the lock does not,
+    /// and a lock held by a short command (another `vat tokens list`) is
+    /// waited for, up to [`LOCK_PATIENCE`].
     pub fn store(&self) -> Result<StoreAccess, CliError> {
         let path = self.store_path();
         if !path.exists() {
             return Ok(StoreAccess::Closed(None));
         }
-        match RedbStore::open(&path) {
-            Ok(store) => Ok(StoreAccess::Closed(Some(store))),
-            Err(StoreError::InUse { .. }) => match self.read_addr()? {
-                Some(addr) => Ok(StoreAccess::Running(addr)),
-                None => Err(CliError::Busy {
+        let deadline = Instant::now() + LOCK_PATIENCE;
+        loop {
+            let holders = match RedbStore::open(&path) {
+                Ok(store) => return Ok(StoreAccess::Closed(Some(store))),
+                Err(StoreError::InUse { .. }) => holders(&path),
+                Err(source) => return Err(CliError::Store { path, source }),
+            };
+            let addr = self.read_addr()?;
+            // Nobody found (no procfs, another user's process): the address
+            // file is all there is to go by.
+            let serving = holders.is_empty() || holders.iter().any(Holder::is_serving);
+            if let (true, Some(addr)) = (serving, addr) {
+                return Ok(StoreAccess::Running(addr));
+            }
+            if Instant::now() >= deadline {
+                return Err(CliError::Busy {
                     store: path,
-                    addr_file: self.addr_path(),
-                }),
-            },
-            Err(source) => Err(CliError::Store { path, source }),
+                    holders,
+                    waited: LOCK_PATIENCE,
+                });
+            }
+            std::thread::sleep(LOCK_POLL);
         }
     }
 
+    /// Opens the store for the vat that is about to serve it. A lock held
+    /// by a serving vat means it is running already; one held by anything
+    /// else (a short command) is waited for, up to [`LOCK_PATIENCE`],
+    /// saying so on standard error.
+    pub fn open_store_to_serve(&self) -> Result<RedbStore, CliError> {
+        let path = self.store_path();
+        let deadline = Instant::now() + LOCK_PATIENCE;
+        let mut said = false;
+        loop {
+            let holders = match RedbStore::open(&path) {
+                Ok(store) => return Ok(store),
+                Err(StoreError::InUse { .. }) => holders(&path),
+                Err(source) => return Err(CliError::Store { path, source }),
+            };
+            if let Some(serving) = holders.iter().find(|h| h.is_serving()) {
+                return Err(CliError::AlreadyRunning {
+                    dir: self.path.clone(),
+                    store: path,
+                    holder: Some(serving.clone()),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(CliError::Busy {
+                    store: path,
+                    holders,
+                    waited: LOCK_PATIENCE,
+                });
+            }
+            if !said {
+                said = true;
+                eprintln!(
+                    "the store {} is open in {}; waiting up to {LOCK_PATIENCE:?} for it",
+                    path.display(),
+                    Holders(&holders)
+                );
+            }
+            std::thread::sleep(LOCK_POLL);
+        }
+    }
+
+    /// Refuses a data folder, or a file in it, that the group or others
+    /// may read, naming the `chmod` that fixes it: it holds the vat's key
+    /// and the state of its objects.
+    pub fn check_private(&self) -> Result<(), CliError> {
+        let files = [Identity::KEY_FILE, vat::sturdy::STORE_FILE, ADDR_FILE];
+        let paths = std::iter::once((self.path.clone(), 0o700))
+            .chain(files.iter().map(|name| (self.path.join(name), 0o600)));
+        for (path, wanted) in paths {
+            let metadata = match fs::metadata(&path) {
+                Ok(metadata) => metadata,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(CliError::File {
+                        action: "inspect",
+                        path,
+                        source,
+                    })
+                }
+            };
+            let mode = metadata.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(CliError::Exposed { path, mode, wanted });
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the folder owner-only (mode 0700) if it is not; returns the
+    /// mode it had if it changed it.
+    pub fn make_private(&self) -> Result<Option<u32>, CliError> {
+        let failed = |source| CliError::File {
+            action: "restrict",
+            path: self.path.clone(),
+            source,
+        };
+        let mode = fs::metadata(&self.path)
+            .map_err(failed)?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o077 == 0 {
+            return Ok(None);
+        }
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(mode & 0o700))
+            .map_err(failed)?;
+        Ok(Some(mode))
+    }
+
     /// Writes the address file, whole or not at all (a reader never sees
-    /// half an address).
+    /// half an address), owner-only like everything in the folder.
     pub fn write_addr(&self, addr: SocketAddr) -> Result<(), CliError> {
         let path = self.addr_path();
         let temporary = self.path.join(format!(".{ADDR_FILE}.tmp"));
@@ -92,7 +205,21 @@ impl DataDir {
             path: path.clone(),
             source,
         };
-        fs::write(&temporary, format!("{addr}\n")).map_err(failed)?;
+        // A temporary file left by a vat that was killed mid-write goes.
+        match fs::remove_file(&temporary) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(failed(source)),
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(failed)?;
+        file.write_all(format!("{addr}\n").as_bytes())
+            .map_err(failed)?;
+        drop(file);
         fs::rename(&temporary, &path).map_err(failed)
     }
 
@@ -131,5 +258,24 @@ impl DataDir {
                 source,
             }),
         }
+    }
+}
+
+/// A list of holders, for a message: "process 12 (vat tokens list ...)",
+/// or "another process" when none could be named.
+pub struct Holders<'a>(pub &'a [Holder]);
+
+impl fmt::Display for Holders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("another process");
+        }
+        for (index, holder) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{holder}")?;
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,9 @@ use sturdyrefs::{ParseError, StoreError, VatId};
 use vat::net::{IdentityError, NetError};
 use vat::sturdy::RestoreError;
 
+use crate::data::Holders;
+use crate::holder::Holder;
+
 /// A failure of a `vat` command, worded for the person who ran it.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -39,8 +42,9 @@ pub enum CliError {
     },
     /// The vat of this data folder is running, so its store is locked.
     #[error(
-        "the vat in {} is already running (its store {} is locked); stop it first",
+        "the vat in {} is already running{} (its store {} is locked); stop it first",
         dir.display(),
+        holder.as_ref().map(|h| format!(" as {h}")).unwrap_or_default(),
         store.display()
     )]
     AlreadyRunning {
@@ -48,19 +52,39 @@ pub enum CliError {
         dir: PathBuf,
         /// The store file.
         store: PathBuf,
+        /// The serving process, when it could be found.
+        holder: Option<Holder>,
     },
-    /// The store is locked, yet no address says where the vat listens.
+    /// Another process holds the store, and it is not a serving vat (or
+    /// one that has not said where it listens yet).
     #[error(
-        "the store {} is in use but {} does not exist: the vat is starting or stopping, or \
-         another `vat` command has the store open; try again",
+        "the store {} is held by {} and did not come free within {waited:?}: the vat is \
+         starting or stopping, or another command has the store open; try again once it is done",
         store.display(),
-        addr_file.display()
+        Holders(holders)
     )]
     Busy {
         /// The store file.
         store: PathBuf,
-        /// The missing address file.
-        addr_file: PathBuf,
+        /// The processes that have it open (empty: none could be found).
+        holders: Vec<Holder>,
+        /// How long the command waited.
+        waited: std::time::Duration,
+    },
+    /// A data folder, or a file in it, that the group or others may read.
+    #[error(
+        "{} has mode {mode:04o}: others may read the vat's key or its objects' state; make it \
+         owner-only with `chmod {wanted:o} {}`",
+        path.display(),
+        path.display()
+    )]
+    Exposed {
+        /// The folder or file.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// The mode to give it.
+        wanted: u32,
     },
     /// The command needs the vat to be running.
     #[error("the vat in {} is not running: {why}; start it with `vat serve`", dir.display())]

@@ -16,6 +16,7 @@ mod call;
 mod data;
 mod demo;
 mod error;
+mod holder;
 mod init;
 mod oneshot;
 mod serve;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use schema::demo_capnp::host;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use sturdyrefs::{Host as HintHost, LocationHint, MintOptions, RedbStore, StoreError, VatId};
+use sturdyrefs::{Host as HintHost, LocationHint, MintOptions, RedbStore, VatId};
 use vat::demo::{DurableCounter, Host};
 use vat::net::tls::TlsListener;
 use vat::net::{Identity, Limits};
@@ -68,7 +68,8 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     let dir = DataDir::new(args.dir);
     let identity = dir.identity()?;
     let id = DataDir::vat_id(&identity);
-    let store = open_store(&dir)?;
+    dir.check_private()?;
+    let store = dir.open_store_to_serve()?;
     // Installed before anything is printed: a script that stops the vat as
     // soon as it reads "serving" must find the handlers in place.
     let mut signals = Signals::install()?;
@@ -93,18 +94,6 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     removed?;
     println!("{signal}: vat {id} stopped");
     Ok(())
-}
-
-/// Opens the vat's store, saying so plainly if the vat is already running.
-fn open_store(dir: &DataDir) -> Result<RedbStore, CliError> {
-    let path = dir.store_path();
-    RedbStore::open(&path).map_err(|source| match source {
-        StoreError::InUse { .. } => CliError::AlreadyRunning {
-            dir: dir.path().to_path_buf(),
-            store: path,
-        },
-        source => CliError::Store { path, source },
-    })
 }
 
 /// Inside the vat: opens its persistence, provides its objects, binds the

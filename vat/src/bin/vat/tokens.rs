@@ -6,12 +6,12 @@
 //! token carries the addresses the vat listens on, which only it knows.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sturdyrefs::{RedbStore, Store, SturdyRef, SwissHash, VatId};
 
 use crate::admin_client::AdminSession;
-use crate::data::{DataDir, StoreAccess};
+use crate::data::{DataDir, StoreAccess, LOCK_PATIENCE};
 use crate::error::CliError;
 use crate::oneshot;
 use crate::table::{render, seconds, Row, State};
@@ -34,13 +34,29 @@ pub fn list(dir: PathBuf) -> Result<(), CliError> {
             offline_rows(&dir, store.as_ref())?
         }
         StoreAccess::Running(addr) => {
-            println!("vat {id} is running at {addr}; its tokens:");
-            oneshot::run("tokens", move || async move {
-                let admin = AdminSession::open(addr, &identity).await?;
+            let reached = oneshot::run("tokens", move || async move {
+                let admin = match AdminSession::open(addr, &identity).await {
+                    Ok(admin) => admin,
+                    Err(unreached) => return Ok(Err(unreached)),
+                };
                 let rows = admin.tokens().await;
                 admin.close().await;
-                rows
-            })?
+                rows.map(Ok)
+            })?;
+            match reached {
+                Ok(rows) => {
+                    println!("vat {id} is running at {addr}; its tokens:");
+                    rows
+                }
+                Err(unreached) => {
+                    let store = stopped_meanwhile(&dir, unreached)?;
+                    println!(
+                        "vat {id} is not running (it stopped just now); tokens in {}:",
+                        dir.store_path().display()
+                    );
+                    offline_rows(&dir, store.as_ref())?
+                }
+            }
         }
     };
     if rows.is_empty() {
@@ -49,6 +65,23 @@ pub fn list(dir: PathBuf) -> Result<(), CliError> {
         print!("{}", render(&rows));
     }
     Ok(())
+}
+
+/// After a running vat could not be reached: waits (up to
+/// [`LOCK_PATIENCE`]) for it to finish stopping, which is what a vat that
+/// holds its store but takes no connections is doing, and returns its
+/// store; fails with `unreached` if it is still running after that.
+fn stopped_meanwhile(dir: &DataDir, unreached: CliError) -> Result<Option<RedbStore>, CliError> {
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    loop {
+        if let StoreAccess::Closed(store) = dir.store()? {
+            return Ok(store);
+        }
+        if Instant::now() >= deadline {
+            return Err(unreached);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `vat tokens revoke`: revokes the token `target` names, a hash prefix or
