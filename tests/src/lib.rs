@@ -71,7 +71,7 @@ pub fn serve_host(vat: &VatHandle, name: &str, transport: Transport) -> Route {
         Transport::Pipe => {
             let (ours, theirs) = vat::net::pipe();
             vat.run(move || {
-                let host: host::Client = vat::export(vat::demo::Host::new(&name));
+                let host: host::Client = vat::export(vat::demo::Host::crashable(&name));
                 // The session lives as long as the vat or the pipe; the handle is not needed.
                 let _session = Connection::open(
                     theirs,
@@ -88,7 +88,7 @@ pub fn serve_host(vat: &VatHandle, name: &str, transport: Transport) -> Route {
         Transport::Tcp => {
             let addr = vat
                 .run_async(move || async move {
-                    let host: host::Client = vat::export(vat::demo::Host::new(&name));
+                    let host: host::Client = vat::export(vat::demo::Host::crashable(&name));
                     let listener = vat::net::Listener::bind(loopback())
                         .await
                         .expect("bind a loopback port");

@@ -94,7 +94,7 @@ fn supervising(
                     Ok(vat::export::<counter::Client, _>(Counter::default()).client)
                 }))
                 .child(ChildSpec::local("host", Restart::Permanent, |_| {
-                    Ok(vat::export::<host::Client, _>(Host::new("bench")).client)
+                    Ok(vat::export::<host::Client, _>(Host::crashable("bench")).client)
                 }))
                 .child(ChildSpec::durable::<Tally>(
                     "tally",

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use capnp::capability::FromClientHook;
-use schema::demo_capnp::counter;
+use schema::demo_capnp::{counter, host};
 use sturdyrefs::{SturdyRef, SwissNumber, VatId};
 use vat::net::Limits;
 
@@ -864,4 +864,53 @@ fn a_stale_address_file_is_not_taken_for_a_running_vat() {
     let message = fails(&["serve", "--data", text(&dir), "--listen", "127.0.0.1:0"]);
     assert!(said(&message).contains(&holder), "{message}");
     assert!(!said(&message).contains("already running"), "{message}");
+}
+
+/// Restores the host `token` names, asks it to crash, then calls
+/// `echo(7)` on the same reference; the crash's error kind and the echo's
+/// answer.
+fn crash_then_echo(token: &str) -> (vat::ErrorKind, Result<u64, vat::Error>) {
+    let client = vat::VatHandle::start("client").unwrap();
+    let token: SturdyRef = token.parse().unwrap();
+    let outcome = client
+        .run_async(move || async move {
+            let (object, kind) = vat::sturdy::restore(&token, None, Limits::default())
+                .await
+                .unwrap();
+            assert_eq!(kind, "host");
+            let host: host::Client = object.cast_to();
+            let mut crash = host.crash_request();
+            crash.get().set_message("asked to crash");
+            let crashed = crash.send().promise.await.map(|_| ()).unwrap_err();
+            let mut echo = host.echo_request();
+            echo.get().set_value(7);
+            let echoed = async { Ok(echo.send().promise.await?.get()?.get_value()) }.await;
+            (vat::Error::from(crashed).kind(), echoed)
+        })
+        .wait()
+        .unwrap();
+    client.stop().unwrap();
+    outcome
+}
+
+#[test]
+fn a_served_host_refuses_to_crash_on_demand_unless_asked_and_then_comes_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, _) = init(root.path(), "a");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut serving = Serving::start(&dir, &listen, &[]);
+    let token = serving.token("host#1");
+    let (refused, echoed) = crash_then_echo(&token);
+    assert_eq!(refused, vat::ErrorKind::Unimplemented);
+    assert_eq!(echoed, Ok(7));
+    assert!(serving.terminate().success());
+
+    // For demonstrations: it obeys, crashes, and its supervisor restarts
+    // it behind the same token and the same reference.
+    let serving = Serving::start(&dir, &listen, &["--crash-on-demand"]);
+    let (crashed, echoed) = crash_then_echo(&token);
+    assert_eq!(crashed, vat::ErrorKind::Crashed);
+    assert_eq!(echoed, Ok(7));
+    assert_eq!(ok(&["call", &token, "echo", "8"]), "8\n");
+    drop(serving);
 }

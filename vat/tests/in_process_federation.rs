@@ -12,7 +12,7 @@ use vat::{ErrorKind, VatHandle};
 fn serve_host(bob: &VatHandle) -> vat::net::PipeEnd {
     let (ours, theirs) = pipe();
     bob.run(move || {
-        let host: host::Client = vat::export(Host::new("bob"));
+        let host: host::Client = vat::export(Host::crashable("bob"));
         Connection::open(
             theirs,
             Side::Acceptor,

@@ -30,7 +30,7 @@ fn give_up() -> Result<(), Failure> {
         let root = SupervisorBuilder::new("root")
             .intensity(Intensity::new(0, Duration::from_secs(60)))
             .child(ChildSpec::local("host", Restart::Permanent, |_| {
-                Ok(vat::export::<host::Client, _>(Host::new("give-up")).client)
+                Ok(vat::export::<host::Client, _>(Host::crashable("give-up")).client)
             }))
             .start_root()
             .await?;

@@ -135,15 +135,33 @@ impl sequencer::Server for Sequencer {
 pub const MAX_PIPELINE_DEPTH: u32 = 1000;
 
 /// The bootstrap object of the example vats.
+///
+/// `Host.crash`, which panics on request, is for demonstrations and tests
+/// of crash isolation: a host made with [`Host::new`] refuses it
+/// (`unimplemented`), so that any holder of a served host cannot take it
+/// down; [`Host::crashable`] makes one that obeys.
 #[derive(Debug)]
 pub struct Host {
     vat: String,
+    crash_on_demand: bool,
 }
 
 impl Host {
-    /// A host for the vat named `vat`.
+    /// A host for the vat named `vat`, which refuses `crash`.
     pub fn new(vat: impl Into<String>) -> Host {
-        Host { vat: vat.into() }
+        Host {
+            vat: vat.into(),
+            crash_on_demand: false,
+        }
+    }
+
+    /// A host for the vat named `vat` whose `crash` panics with the
+    /// caller's message: for demonstrations and tests only.
+    pub fn crashable(vat: impl Into<String>) -> Host {
+        Host {
+            crash_on_demand: true,
+            ..Host::new(vat)
+        }
     }
 }
 
@@ -210,6 +228,14 @@ impl host::Server for Host {
         params: host::CrashParams,
         _: host::CrashResults,
     ) -> Result<(), Error> {
+        if !self.crash_on_demand {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Unimplemented,
+                "this host does not crash on demand (only a Host::crashable does, for demos \
+                 and tests)",
+            )
+            .into());
+        }
         let message = params.get()?.get_message()?.to_str()?.to_owned();
         panic!("{message}");
     }

@@ -58,7 +58,7 @@
 //! let (crashed, after) = vat.run_async(|| async {
 //!     let supervisor = SupervisorBuilder::new("app")
 //!         .child(ChildSpec::local("host", Restart::Permanent, |_| {
-//!             Ok(vat::export::<host::Client, _>(vat::demo::Host::new("doc")).client)
+//!             Ok(vat::export::<host::Client, _>(vat::demo::Host::crashable("doc")).client)
 //!         }))
 //!         .start()
 //!         .await?;

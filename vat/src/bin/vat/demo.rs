@@ -262,7 +262,7 @@ fn listen(vat: &VatHandle, identity: Identity) -> Result<SocketAddr, DemoError> 
     let name = vat.name().to_owned();
     let addr = vat
         .run_async(move || async move {
-            let host: host::Client = vat::export(Host::new(name));
+            let host: host::Client = vat::export(Host::crashable(name));
             let listener = tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &identity).await?;
             let addr = listener.local_addr();
             listener.serve(move |_caller| Some(host.client.clone()), Limits::default());
@@ -472,7 +472,7 @@ fn supervised_crash(n: &mut Narrator, alice: &VatHandle) -> Result<(), DemoError
             let mut lines = Vec::new();
             let supervisor = SupervisorBuilder::new("demo")
                 .child(ChildSpec::local("host", Restart::Permanent, |_| {
-                    Ok(vat::export::<host::Client, _>(Host::new("alice")).client)
+                    Ok(vat::export::<host::Client, _>(Host::crashable("alice")).client)
                 }))
                 .start()
                 .await?;

@@ -72,6 +72,11 @@ enum Command {
         /// without it, the address bound.
         #[arg(long = "hint", value_name = "HOST:PORT")]
         hints: Vec<LocationHint>,
+        /// Let host#1 obey `Host.crash` (it panics on request, then its
+        /// supervisor restarts it): for demonstrations and tests only, since
+        /// any holder of its token could then crash it at will.
+        #[arg(long)]
+        crash_on_demand: bool,
     },
     /// List, revoke and mint the tokens of a vat (running or not).
     #[command(subcommand)]
@@ -131,10 +136,12 @@ fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             data,
             listen,
             hints,
+            crash_on_demand,
         } => serve::run(serve::ServeArgs {
             dir: data.data,
             listen,
             hints,
+            crash_on_demand,
         })?,
         Command::Tokens(TokensCommand::List(Data { data })) => tokens::list(data)?,
         Command::Tokens(TokensCommand::Revoke { data, target }) => {

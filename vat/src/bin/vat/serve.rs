@@ -1,7 +1,8 @@
 //! `vat serve`: runs the vat of a data folder until SIGINT or SIGTERM.
 //!
-//! The vat provides `host#1` (a [`Host`], alive while the vat runs) and the
-//! persistent `counter#1` (a [`DurableCounter`]), and serves its gateway on
+//! The vat provides `host#1` (a [`Host`], alive while the vat runs, restarted
+//! by the vat's root supervisor if it crashes) and the persistent
+//! `counter#1` (a [`DurableCounter`]), and serves its gateway on
 //! a TLS listener. On its first start it mints a token for each and prints
 //! them; the store keeps only their hashes, so later starts cannot.
 
@@ -18,6 +19,7 @@ use vat::demo::{DurableCounter, Host};
 use vat::net::tls::TlsListener;
 use vat::net::{Identity, Limits};
 use vat::sturdy::{object_ref, vat_id, Persistence};
+use vat::supervise::{ChildSpec, Restart, SupervisorBuilder};
 use vat::{ErrorKind, VatHandle};
 
 use crate::data::DataDir;
@@ -42,6 +44,8 @@ pub struct ServeArgs {
     /// Where callers should dial, written into tokens; empty: the address
     /// actually bound.
     pub hints: Vec<LocationHint>,
+    /// Whether host#1 obeys `Host.crash` (demonstrations and tests only).
+    pub crash_on_demand: bool,
 }
 
 /// What the vat reports once it is serving.
@@ -75,9 +79,9 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     let mut signals = Signals::install()?;
 
     let vat = VatHandle::start(format!("serve-{}", short(&id)))?;
-    let (listen, hints) = (args.listen, args.hints);
+    let (listen, hints, crashable) = (args.listen, args.hints, args.crash_on_demand);
     let started = vat
-        .run_async(move || start(store, identity, listen, hints))
+        .run_async(move || start(store, identity, listen, hints, crashable))
         .wait()
         .map_err(CliError::from)
         .and_then(|started| started);
@@ -103,10 +107,11 @@ async fn start(
     identity: Identity,
     listen: SocketAddr,
     hints: Vec<LocationHint>,
+    crashable: bool,
 ) -> Result<Started, CliError> {
     let id = vat_id(identity.public_key());
     let persistence = Persistence::with_store(Arc::new(store), id)?;
-    let host: host::Client = vat::export(Host::new(format!("vat {}", short(&id))));
+    let host = supervised_host(format!("vat {}", short(&id)), crashable).await?;
     persistence.provide(object_ref("host", 1)?, host.client);
     persistence.durable::<DurableCounter>(1)?;
 
@@ -141,6 +146,26 @@ async fn start(
         minted,
         existing,
     })
+}
+
+/// host#1 under the vat's root supervisor: a host that crashes (on demand,
+/// or from a bug) is restarted, and the reference tokens reach is the
+/// supervisor's stable one, so holders keep it. Should the supervisor give
+/// up (restarts too frequent), the process exits with status 70 for its
+/// own supervisor (systemd, a container runtime) to restart.
+async fn supervised_host(name: String, crashable: bool) -> Result<host::Client, CliError> {
+    let supervisor = SupervisorBuilder::new("serve")
+        .child(ChildSpec::local("host", Restart::Permanent, move |_| {
+            let host = if crashable {
+                Host::crashable(name.clone())
+            } else {
+                Host::new(name.clone())
+            };
+            Ok(vat::export::<host::Client, _>(host).client)
+        }))
+        .start_root()
+        .await?;
+    Ok(supervisor.child("host")?)
 }
 
 /// The hint for a bound address (never an unspecified one: refused earlier).
