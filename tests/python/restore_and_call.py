@@ -11,7 +11,8 @@ certificate does not carry the ed25519 key the token names, bootstraps the
 vat's Gateway, and then:
 
   1. restores the token and, without waiting for the answer, calls add(5)
-     on the object it will return (a pipelined call), then get();
+     on the object it will return (a pipelined call), then get(); restores
+     it again and calls get() on the resolved result's capability;
   2. restores a tampered swiss number, pipelining add(1) on it as well
      (both fail with "[unknown token] ");
   3. asks for the Admin capability anonymously (refused the same way).
@@ -267,6 +268,11 @@ async def session(stream, swiss, schemas):
     emit(step="add", value=(await added).value)
     emit(step="restore", kind=(await restored).kind)
     emit(step="get", value=(await counter.get()).value)
+
+    # The resolved result's capability: as_interface, not cast_as.
+    resolved = (await gateway.restore(swissNumber=swiss)).object
+    again = resolved.as_interface(demo_capnp.Counter)
+    emit(step="resolved get", value=(await again.get()).value)
 
     tampered = bytearray(swiss)
     tampered[0] ^= 0x01

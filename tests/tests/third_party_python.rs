@@ -263,6 +263,11 @@ fn a_python_client_restores_a_token_and_pipelines_calls_on_it() {
         "{run}"
     );
     assert_eq!(run.step("get"), r#"{"step": "get", "value": 5}"#, "{run}");
+    assert_eq!(
+        run.step("resolved get"),
+        r#"{"step": "resolved get", "value": 5}"#,
+        "{run}"
+    );
     for step in ["tampered restore", "tampered call", "admin"] {
         let line = run.step(step);
         assert!(line.contains("\"type\": \"FAILED\""), "{step}: {run}");

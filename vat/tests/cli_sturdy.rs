@@ -348,7 +348,7 @@ fn revoked_expired_and_bound_tokens_are_refused_with_their_errors() {
     assert!(revoked.starts_with("revoked "), "{revoked}");
     let message = fails(&["call", doomed, "get"]);
     assert!(
-        message.contains("vat: vat refused the token: revoked: the token was revoked"),
+        message.contains("vat: the vat refused the token: revoked: the token was revoked"),
         "{message}"
     );
 

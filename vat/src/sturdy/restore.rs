@@ -28,10 +28,46 @@ pub enum RestoreError {
     /// The vat was reached and refused the token (see the error's kind:
     /// [`UnknownToken`](crate::ErrorKind::UnknownToken),
     /// [`Revoked`](crate::ErrorKind::Revoked),
-    /// [`Expired`](crate::ErrorKind::Expired)), or the connection failed
-    /// during the exchange.
-    #[error("vat refused the token: {0}")]
-    Refused(#[from] Error),
+    /// [`Expired`](crate::ErrorKind::Expired), or another the vat
+    /// answered with).
+    #[error("the vat refused the token: {0}")]
+    Refused(Error),
+    /// The vat was reached but did not answer the restore: the connection
+    /// failed on the way ([`Disconnected`](crate::ErrorKind::Disconnected):
+    /// the vat stopped, its process died, the network timed out) or the
+    /// vat was too busy to take it ([`Overloaded`](crate::ErrorKind::Overloaded)).
+    /// Nothing refused the token, and restoring it again is safe (a
+    /// single-use token may have been used up by the restore that was cut
+    /// off, and is then refused).
+    #[error(
+        "the restore got no answer: {0}; nothing refused the token, and restoring it again is safe"
+    )]
+    NotAnswered(Error),
+}
+
+impl RestoreError {
+    /// Whether the same restore may succeed if tried again later: the vat
+    /// could not be reached or did not answer. `false` once the vat refused
+    /// the token.
+    pub fn retry_is_safe(&self) -> bool {
+        match self {
+            RestoreError::Unreachable { .. } | RestoreError::NotAnswered(_) => true,
+            RestoreError::Refused(_) => false,
+        }
+    }
+}
+
+impl From<Error> for RestoreError {
+    /// A failed restore exchange: an answer from the vat is a refusal, a
+    /// lost connection or an overloaded vat is no answer at all.
+    fn from(error: Error) -> RestoreError {
+        match error.kind() {
+            ErrorKind::Disconnected | ErrorKind::Overloaded | ErrorKind::VatStopped => {
+                RestoreError::NotAnswered(error)
+            }
+            _ => RestoreError::Refused(error),
+        }
+    }
 }
 
 struct Attempts<'a>(&'a [(String, NetError)]);

@@ -239,7 +239,10 @@ impl SpawnerRef {
             SpawnerRef::Token { token, identity } => {
                 match crate::sturdy::restore(token, identity.as_ref(), Limits::default()).await {
                     Ok((object, _kind)) => Ok(object.cast_to()),
-                    Err(crate::sturdy::RestoreError::Refused(error)) => Err(error),
+                    Err(
+                        crate::sturdy::RestoreError::Refused(error)
+                        | crate::sturdy::RestoreError::NotAnswered(error),
+                    ) => Err(error),
                     Err(unreachable) => {
                         Err(Error::new(ErrorKind::Disconnected, unreachable.to_string()))
                     }
