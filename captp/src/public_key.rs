@@ -8,9 +8,10 @@ use std::fmt;
 /// through [`tls`](crate::tls) knows the key its peer proved, through
 /// [`Connection::peer_key`](crate::Connection::peer_key).
 ///
-/// These are just the 32 bytes of the key (RFC 8032). captp defines no text
-/// form for them: the text form of a vat id belongs to the sturdyref format.
-/// `Debug` shows a short hex prefix, enough to tell keys apart in logs.
+/// These are just the 32 bytes of the key (RFC 8032). `Display` writes the
+/// vat id's text form (the sturdyref format's, docs/PROTOCOL.md): the bytes
+/// in lowercase base32 without padding, 52 characters. `Debug` shows a
+/// short hex prefix, enough to tell keys apart in logs.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey(pub [u8; 32]);
 
@@ -58,6 +59,14 @@ impl AsRef<[u8]> for PublicKey {
 /// How many leading bytes `Debug` shows, in hex.
 const DEBUG_PREFIX_BYTES: usize = 6;
 
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = data_encoding::BASE32_NOPAD.encode(&self.0);
+        text.make_ascii_lowercase();
+        f.write_str(&text)
+    }
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PublicKey(")?;
@@ -70,6 +79,8 @@ impl fmt::Debug for PublicKey {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // unit tests: a panic is a failed test
+
     use super::PublicKey;
 
     #[test]
@@ -80,6 +91,20 @@ mod tests {
         assert_eq!(
             format!("{:?}", PublicKey(bytes)),
             "PublicKey(0123456789ab…)"
+        );
+    }
+
+    #[test]
+    fn display_is_the_vat_id_text_form() {
+        // The worked example of docs/PROTOCOL.md.
+        let mut bytes = [0u8; 32];
+        let hex = "d0361e9eff21decb3ed81ad94501617e770a3995c624a7425a0b14641072384a";
+        for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+        }
+        assert_eq!(
+            PublicKey(bytes).to_string(),
+            "2a3b5hx7ehpmwpwydlmukalbpz3quomvyyskoqs2bmkgiedshbfa"
         );
     }
 
