@@ -44,13 +44,27 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub struct VatBuilder {
     name: String,
+    standard_panic_hook: bool,
 }
 
 impl VatBuilder {
     /// A vat named `name` (names appear in logs, thread names and errors; they
     /// need not be unique).
     pub fn new(name: impl Into<String>) -> VatBuilder {
-        VatBuilder { name: name.into() }
+        VatBuilder {
+            name: name.into(),
+            standard_panic_hook: false,
+        }
+    }
+
+    /// Keeps the process's panic hook (Rust's default one prints `thread
+    /// '…' panicked at …` and, under `RUST_BACKTRACE=1`, a backtrace) for
+    /// panics in this vat. By default a vat reports each panic it catches
+    /// as one `tracing` error line, with the backtrace at debug level (one
+    /// line on standard error where no subscriber is installed).
+    pub fn standard_panic_hook(mut self, keep: bool) -> VatBuilder {
+        self.standard_panic_hook = keep;
+        self
     }
 
     /// Starts the vat on a thread of its own and returns a handle to it.
@@ -60,12 +74,16 @@ impl VatBuilder {
         let (commands, inbox) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let name = self.name.clone();
+        let quiet = !self.standard_panic_hook;
         let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
             let weak = weak.clone();
             let thread_name = format!("vat-{}", self.name);
             let spawned = std::thread::Builder::new()
                 .name(thread_name)
                 .spawn(move || {
+                    if quiet {
+                        crate::panic_hook::quiet_this_thread();
+                    }
                     vat_thread(&name, serial, weak, inbox, ready_tx);
                 });
             let (thread, thread_id) = match spawned {

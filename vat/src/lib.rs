@@ -52,6 +52,7 @@ pub mod group;
 mod handle;
 mod heap;
 mod hook;
+mod panic_hook;
 mod promise;
 mod reference;
 pub mod sturdy;

@@ -191,26 +191,4 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    // A panic inside a turn is caught by its vat, which logs it as a crashed
-    // object; the default hook would also print a raw backtrace notice in
-    // the middle of the output. Route panics through the log instead.
-    std::panic::set_hook(Box::new(|info| {
-        let thread = std::thread::current();
-        tracing::warn!(
-            thread = thread.name().unwrap_or("unnamed"),
-            location = info.location().map(|l| l.to_string()).unwrap_or_default(),
-            "panic: {}",
-            panic_text(info.payload())
-        );
-    }));
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(text) = payload.downcast_ref::<&'static str>() {
-        text
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text
-    } else {
-        "a panic whose payload is not text"
-    }
 }
