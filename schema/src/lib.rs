@@ -15,54 +15,6 @@
 
 #![forbid(unsafe_code)]
 
-/// Generated from `schema/capnp/demo.capnp`.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    unused_qualifications
-)]
-pub mod demo_capnp {
-    include!(concat!(env!("OUT_DIR"), "/demo_capnp.rs"));
-}
-
-/// Generated from `schema/capnp/gateway.capnp`.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    unused_qualifications
-)]
-pub mod gateway_capnp {
-    include!(concat!(env!("OUT_DIR"), "/gateway_capnp.rs"));
-}
-
-/// Generated from `schema/capnp/supervise.capnp`.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    unused_qualifications
-)]
-pub mod supervise_capnp {
-    include!(concat!(env!("OUT_DIR"), "/supervise_capnp.rs"));
-}
-
-/// Generated from `schema/capnp/group.capnp`.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    unused_qualifications
-)]
-pub mod group_capnp {
-    include!(concat!(env!("OUT_DIR"), "/group_capnp.rs"));
-}
+// One module per schema (`demo_capnp`, `gateway_capnp`, …), written by
+// vat-build.
+include!(concat!(env!("OUT_DIR"), "/vat_schemas.rs"));
