@@ -35,16 +35,26 @@
 
 mod admin;
 mod committer;
+mod config;
 mod healing;
 mod persistence;
+mod quota;
+mod refusals;
 mod restore;
 mod revocable;
 mod sessions;
 mod state;
+mod stats;
+mod sweep;
 
 pub use admin::parse_object;
+pub use config::{PersistenceConfig, HANDOFF_LIFETIME, MIN_INTERVAL};
 pub use healing::{healing, HealOptions};
-pub use persistence::{object_ref, Persistence, HANDOFF_LIFETIME, STORE_FILE};
+pub use persistence::{object_ref, Persistence, STORE_FILE};
+pub use quota::{Caller, HandoffError, HandoffQuota, QuotaExceeded, QuotaKind};
+pub use refusals::{Refusal, RefusalCounts};
 pub use restore::{connect, handoff, restore, restore_on, vat_id, vat_key, RestoreError};
 pub use sessions::{connections, ConnectionInfo, DUPLICATE_GRACE};
 pub use state::{Durable, StateCell};
+pub use stats::PersistenceStats;
+pub use sweep::SweepReport;
