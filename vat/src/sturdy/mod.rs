@@ -27,6 +27,13 @@
 //!   short-lived ([`handoff`]); the third vat restores it directly, so the
 //!   introducer may leave. Revoking the introducer's token revokes the
 //!   recipient's reference too.
+//! - **Bounds**: unused handoff tokens are capped per caller, per object
+//!   and per vat ([`HandoffQuota`]; beyond, [`QuotaExceeded`], an
+//!   [`Overloaded`](crate::ErrorKind::Overloaded) error on the wire), and a
+//!   periodic sweep deletes expired and used single-use token records in
+//!   bounded passes ([`Persistence::sweep`]). Refused restores are counted
+//!   ([`Persistence::stats`]) and summarised in one WARN line per interval.
+//!   The settings are [`PersistenceConfig`].
 //! - The vat's **operator** (whoever holds its data folder, and so its key)
 //!   gets an admin capability from the gateway by proving the vat's own key:
 //!   list, mint and revoke tokens of the running vat.
