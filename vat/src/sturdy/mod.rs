@@ -59,7 +59,7 @@ pub use config::{PersistenceConfig, HANDOFF_LIFETIME, MIN_INTERVAL};
 pub use healing::{healing, HealOptions};
 pub use persistence::{object_ref, Persistence, STORE_FILE};
 pub use quota::{Caller, HandoffError, HandoffQuota, QuotaExceeded, QuotaKind};
-pub use refusals::{Refusal, RefusalCounts};
+pub use refusals::RefusalCounts;
 pub use restore::{connect, handoff, restore, restore_on, vat_id, vat_key, RestoreError};
 pub use sessions::{connections, ConnectionInfo, DUPLICATE_GRACE};
 pub use state::{Durable, StateCell};

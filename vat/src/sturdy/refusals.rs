@@ -13,7 +13,7 @@ use super::quota::Caller;
 
 /// Why a restore was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// No such token (never minted, purged, or bound to another vat).
     Unknown,
     /// The token was revoked.
