@@ -17,7 +17,8 @@
 //!   exactly what is wrong in a bad token ([`ParseError`]);
 //! - [`TokenRecord`] and the [`Store`] trait with its default backend
 //!   [`RedbStore`]: minting, lookup, revocation, expiry, binding to a vat,
-//!   and persistent object state committed in ACID transactions.
+//!   purging of expired and used records in bounded passes, and persistent
+//!   object state committed in ACID transactions.
 //!
 //! # The token format
 //!
@@ -125,7 +126,7 @@ mod vat_id;
 pub use error::{HintError, ParseError, SwissError, TokenError, VatIdError};
 pub use hint::{DnsName, Host, LocationHint};
 pub use record::{KindError, Lookup, MintOptions, Minted, ObjectRef, TokenRecord, MAX_KIND_LEN};
-pub use store::{RedbStore, StateBatch, StateChange, Store, StoreError};
+pub use store::{Purged, RedbStore, StateBatch, StateChange, Store, StoreError};
 pub use swiss::{RandomError, SwissHash, SwissNumber};
 pub use token::{SturdyRef, MAX_HINTS, MAX_TOKEN_LEN, SCHEME};
 pub use vat_id::VatId;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sturdyrefs::{
-    Lookup, MintOptions, ObjectRef, RedbStore, StateBatch, Store, StoreError, SwissNumber,
-    TokenRecord, VatId,
+    Lookup, MintOptions, ObjectRef, Purged, RedbStore, StateBatch, Store, StoreError, SwissHash,
+    SwissNumber, TokenRecord, VatId,
 };
 use tempfile::TempDir;
 
@@ -380,7 +380,7 @@ fn a_newer_format_is_refused_not_misread() {
         RedbStore::open(&path),
         Err(StoreError::UnsupportedFormat {
             found: 99,
-            supported: 1,
+            supported: 2,
             ..
         })
     ));
@@ -447,4 +447,217 @@ fn a_single_use_token_keeps_its_mark_across_a_reopen() {
         .mint(object("counter", 1), MintOptions::default())
         .unwrap();
     assert!(!reusable.record.single_use);
+}
+
+fn expiring(at: SystemTime) -> MintOptions {
+    MintOptions {
+        expires_at: Some(at),
+        ..MintOptions::default()
+    }
+}
+
+fn single_use() -> MintOptions {
+    MintOptions {
+        single_use: true,
+        ..MintOptions::default()
+    }
+}
+
+#[test]
+fn a_purge_deletes_expired_and_used_single_use_records_and_nothing_else() {
+    let (_dir, store) = open();
+    let counter = object("counter", 1);
+    let now = SystemTime::now();
+    let mint = |options| store.mint_at(counter.clone(), options, now).unwrap();
+    let expired = mint(expiring(now + Duration::from_secs(10)));
+    let revoked_expired = mint(expiring(now + Duration::from_secs(10)));
+    store.revoke(&revoked_expired.record.swiss_hash).unwrap();
+    let used = mint(single_use());
+    store.revoke(&used.record.swiss_hash).unwrap();
+    let unused = mint(single_use());
+    let revoked = mint(MintOptions::default());
+    store.revoke(&revoked.record.swiss_hash).unwrap();
+    let forever = mint(MintOptions::default());
+    let later = mint(expiring(now + Duration::from_secs(1000)));
+
+    let when = now + Duration::from_secs(20);
+    let purged = store.purge_due(when, 100).unwrap();
+    assert!(!purged.more);
+    let mut removed = purged.removed.clone();
+    removed.sort();
+    let mut wanted: Vec<SwissHash> = [&expired, &revoked_expired, &used]
+        .iter()
+        .map(|m| m.record.swiss_hash)
+        .collect();
+    wanted.sort();
+    assert_eq!(removed, wanted);
+
+    // A purged token is gone: unknown, unlisted, out of the object's index.
+    for gone in [&expired, &revoked_expired, &used] {
+        assert_eq!(
+            store.lookup_at(&gone.swiss, None, when).unwrap(),
+            Lookup::Unknown
+        );
+        assert_eq!(store.token(&gone.record.swiss_hash).unwrap(), None);
+    }
+    assert!(matches!(
+        store.lookup_at(&unused.swiss, None, when).unwrap(),
+        Lookup::Found(_)
+    ));
+    assert_eq!(
+        store.lookup_at(&revoked.swiss, None, when).unwrap(),
+        Lookup::Revoked
+    );
+    assert!(matches!(
+        store.lookup_at(&forever.swiss, None, when).unwrap(),
+        Lookup::Found(_)
+    ));
+    assert!(matches!(
+        store.lookup_at(&later.swiss, None, when).unwrap(),
+        Lookup::Found(_)
+    ));
+    assert_eq!(store.tokens().unwrap().len(), 4);
+    assert_eq!(store.tokens_for(&counter).unwrap().len(), 4);
+
+    // Nothing more is due until `later` expires.
+    assert_eq!(store.purge_due(when, 100).unwrap(), Purged::default());
+    let end = now + Duration::from_secs(1000);
+    assert_eq!(
+        store.purge_due(end, 100).unwrap().removed,
+        vec![later.record.swiss_hash]
+    );
+    assert_eq!(store.tokens().unwrap().len(), 3);
+}
+
+#[test]
+fn a_token_is_purged_at_its_expiry_not_before() {
+    let (_dir, store) = open();
+    let expiry = at(100);
+    let minted = store
+        .mint_at(object("counter", 1), expiring(expiry), at(0))
+        .unwrap();
+    let just_before = expiry - Duration::from_nanos(1);
+    assert!(store.purge_due(just_before, 10).unwrap().removed.is_empty());
+    assert!(matches!(
+        store.lookup_at(&minted.swiss, None, just_before).unwrap(),
+        Lookup::Found(_)
+    ));
+    assert_eq!(
+        store.purge_due(expiry, 10).unwrap().removed,
+        vec![minted.record.swiss_hash]
+    );
+}
+
+#[test]
+fn revoking_an_object_queues_its_single_use_tokens_for_purging() {
+    let (_dir, store) = open();
+    let counter = object("counter", 1);
+    let used = store.mint(counter.clone(), single_use()).unwrap();
+    let ordinary = store.mint(counter.clone(), MintOptions::default()).unwrap();
+    assert_eq!(store.revoke_object(&counter).unwrap(), 2);
+    let purged = store
+        .purge_due(SystemTime::now() + Duration::from_secs(1), 10)
+        .unwrap();
+    assert_eq!(purged.removed, vec![used.record.swiss_hash]);
+    assert_eq!(
+        store.lookup(&ordinary.swiss, None).unwrap(),
+        Lookup::Revoked
+    );
+}
+
+#[test]
+fn one_purge_pass_deletes_at_most_its_limit_and_later_passes_the_rest() {
+    const RECORDS: usize = 5_000;
+    const LIMIT: usize = 512;
+    let (_dir, store) = open();
+    let counter = object("counter", 1);
+    for _ in 0..RECORDS {
+        store
+            .mint_at(counter.clone(), expiring(at(10)), at(0))
+            .unwrap();
+    }
+    let keeper = store
+        .mint_at(counter.clone(), MintOptions::default(), at(0))
+        .unwrap();
+    let mut passes = Vec::new();
+    loop {
+        let purged = store.purge_due(at(20), LIMIT).unwrap();
+        assert!(purged.removed.len() <= LIMIT, "{}", purged.removed.len());
+        passes.push(purged.removed.len());
+        if !purged.more {
+            break;
+        }
+        // A pass that says more remain did its full share.
+        assert_eq!(purged.removed.len(), LIMIT);
+    }
+    assert_eq!(passes.iter().sum::<usize>(), RECORDS, "{passes:?}");
+    assert_eq!(passes.len(), RECORDS.div_ceil(LIMIT), "{passes:?}");
+    assert_eq!(store.tokens().unwrap(), vec![keeper.record.clone()]);
+    assert_eq!(store.tokens_for(&counter).unwrap(), vec![keeper.record]);
+}
+
+#[test]
+fn the_purge_queue_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vat.redb");
+    let minted = {
+        let store = RedbStore::open(&path).unwrap();
+        store
+            .mint_at(object("counter", 1), expiring(at(10)), at(0))
+            .unwrap()
+    };
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        store.purge_due(at(10), 10).unwrap().removed,
+        vec![minted.record.swiss_hash]
+    );
+}
+
+#[test]
+fn a_file_of_format_1_is_brought_up_to_date_and_its_due_records_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vat.redb");
+    let (expiring_token, used, kept) = {
+        let store = RedbStore::open(&path).unwrap();
+        let counter = object("counter", 1);
+        let expiring_token = store
+            .mint_at(counter.clone(), expiring(at(10)), at(0))
+            .unwrap();
+        let used = store.mint_at(counter.clone(), single_use(), at(0)).unwrap();
+        store.revoke(&used.record.swiss_hash).unwrap();
+        let kept = store
+            .mint_at(counter, MintOptions::default(), at(0))
+            .unwrap();
+        (expiring_token, used, kept)
+    };
+    // The file as a version 1 build left it: no purge queue.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, u32>::new("meta"))
+                .unwrap();
+            meta.insert("format", 1).unwrap();
+        }
+        assert!(txn
+            .delete_table(redb::TableDefinition::<[u8; 44], ()>::new("purge_queue"))
+            .unwrap());
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let mut removed = store.purge_due(at(20), 10).unwrap().removed;
+    removed.sort();
+    let mut wanted = vec![expiring_token.record.swiss_hash, used.record.swiss_hash];
+    wanted.sort();
+    assert_eq!(removed, wanted);
+    assert_eq!(store.tokens().unwrap(), vec![kept.record]);
+    drop(store);
+    // And it is a version 2 file now.
+    let db = redb::Database::open(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, u32>::new("meta"))
+        .unwrap();
+    assert_eq!(meta.get("format").unwrap().unwrap().value(), 2);
 }

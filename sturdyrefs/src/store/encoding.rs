@@ -4,7 +4,9 @@
 //! [`StoredRecord`] (format 2; format 1, without `single_use`, is still
 //! read). An object reference, used as a key, is the length of
 //! its kind (one byte), the kind's UTF-8 bytes, and the id as 8 big-endian
-//! bytes, so keys of one kind sort by id.
+//! bytes, so keys of one kind sort by id. A key of the purge queue is a
+//! time (seconds as 8 and nanoseconds as 4 big-endian bytes) followed by a
+//! swiss hash, so the queue sorts by the time its records fall due.
 
 use std::time::{Duration, SystemTime};
 
@@ -142,6 +144,37 @@ pub(crate) fn decode_record(hash: SwissHash, bytes: &[u8]) -> Result<TokenRecord
     })
 }
 
+/// The length of a purge queue key: a time and a swiss hash.
+pub(crate) const PURGE_KEY_LEN: usize = 12 + 32;
+
+/// The purge queue's key for the record under `hash`, due at `due`.
+pub(crate) fn purge_key(
+    due: SystemTime,
+    hash: &SwissHash,
+) -> Result<[u8; PURGE_KEY_LEN], StoreError> {
+    let due = time_to_stored(due)?;
+    let mut key = [0; PURGE_KEY_LEN];
+    key[..8].copy_from_slice(&due.secs.to_be_bytes());
+    key[8..12].copy_from_slice(&due.nanos.to_be_bytes());
+    key[12..].copy_from_slice(hash.as_bytes());
+    Ok(key)
+}
+
+/// The greatest purge queue key due at `now`: every key up to it is due.
+/// `None` before 1970, when nothing can be due.
+pub(crate) fn purge_bound(now: SystemTime) -> Option<[u8; PURGE_KEY_LEN]> {
+    let mut bound = purge_key(now, &SwissHash::from_bytes([0xff; 32])).ok()?;
+    bound[12..].fill(0xff);
+    Some(bound)
+}
+
+/// The swiss hash in a purge queue key.
+pub(crate) fn purge_key_hash(key: &[u8; PURGE_KEY_LEN]) -> SwissHash {
+    let mut hash = [0; 32];
+    hash.copy_from_slice(&key[12..]);
+    SwissHash::from_bytes(hash)
+}
+
 /// The key under which `object`'s state and token index entries are kept.
 pub(crate) fn object_key(object: &ObjectRef) -> Vec<u8> {
     let kind = object.kind().as_bytes();
@@ -230,6 +263,20 @@ mod tests {
             encode_record(&record),
             Err(StoreError::TimeBeforeEpoch)
         ));
+    }
+
+    #[test]
+    fn purge_keys_sort_by_time_and_the_bound_takes_all_due() {
+        let hash = SwissNumber::from_bytes([3; 32]).hash();
+        let t = |secs, nanos| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        let early = purge_key(t(5, 999_999_999), &hash).unwrap();
+        let late = purge_key(t(6, 0), &hash).unwrap();
+        assert!(early < late);
+        assert_eq!(purge_key_hash(&late), hash);
+        let bound = purge_bound(t(6, 0)).unwrap();
+        assert!(late <= bound && early <= bound);
+        assert!(purge_key(t(6, 1), &hash).unwrap() > bound);
+        assert!(purge_bound(SystemTime::UNIX_EPOCH - Duration::from_secs(1)).is_none());
     }
 
     #[test]

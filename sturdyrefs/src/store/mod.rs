@@ -61,6 +61,18 @@ pub trait Store: Send + Sync {
     /// `Ok` all are durable, after an error none is.
     fn commit(&self, batch: StateBatch) -> Result<(), StoreError>;
 
+    /// Deletes the token records that are due for purging at `now`, in one
+    /// transaction that looks at no more than `limit` of them, so that its
+    /// cost is bounded however many are due: call it again while
+    /// [`Purged::more`] says some remain.
+    ///
+    /// Due are expired records (whatever else their state) and single-use
+    /// records once revoked (used, or revoked by the operator). Revoked
+    /// records of ordinary tokens without an expiry stay, for the operator
+    /// to list. Once deleted a record is gone: its token looks up as
+    /// [`Lookup::Unknown`].
+    fn purge_due(&self, now: SystemTime, limit: usize) -> Result<Purged, StoreError>;
+
     /// Sets the state of `object` to `bytes`, durably.
     fn put_state(&self, object: &ObjectRef, bytes: &[u8]) -> Result<(), StoreError> {
         let mut batch = StateBatch::new();
@@ -135,6 +147,15 @@ pub trait Store: Send + Sync {
             Lookup::Found(record)
         })
     }
+}
+
+/// What one [`Store::purge_due`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// The hashes of the records deleted.
+    pub removed: Vec<SwissHash>,
+    /// Whether more records were due than this pass looked at.
+    pub more: bool,
 }
 
 /// Several changes to persistent object state, committed together by

@@ -1,6 +1,7 @@
 //! The default store: one redb database file.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use ::redb::{
     Database, DatabaseError, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable,
@@ -8,12 +9,19 @@ use ::redb::{
 };
 
 use crate::record::{ObjectRef, TokenRecord};
-use crate::store::encoding::{decode_record, encode_record, object_key};
-use crate::store::{StateBatch, StateChange, Store, StoreError};
+use crate::store::encoding::{
+    decode_record, encode_record, object_key, purge_bound, purge_key, purge_key_hash, PURGE_KEY_LEN,
+};
+use crate::store::{Purged, StateBatch, StateChange, Store, StoreError};
 use crate::swiss::SwissHash;
 
 /// The version of the layout of tables this build reads and writes.
-const FORMAT_VERSION: u32 = 1;
+/// Version 2 added [`PURGE_QUEUE`]; a version 1 file is brought up to it
+/// when opened.
+const FORMAT_VERSION: u32 = 2;
+
+/// The version before the purge queue.
+const FORMAT_1: u32 = 1;
 
 /// Facts about the database itself: `"format"` holds [`FORMAT_VERSION`].
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
@@ -27,6 +35,12 @@ const TOKENS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tokens");
 /// The swiss hashes of each object's tokens, by object key.
 const TOKENS_BY_OBJECT: MultimapTableDefinition<&[u8], [u8; 32]> =
     MultimapTableDefinition::new("tokens_by_object");
+
+/// The records due for purging, by the time they fall due and their swiss
+/// hash: an entry at its expiry for each record with one, and one at the
+/// time of its revocation for each single-use record revoked. An entry
+/// whose record is gone already is just dropped.
+const PURGE_QUEUE: TableDefinition<[u8; PURGE_KEY_LEN], ()> = TableDefinition::new("purge_queue");
 
 /// Persistent object state, by object key.
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("object_state");
@@ -114,6 +128,11 @@ impl RedbStore {
                 .map(|guard| guard.value());
             match found {
                 Some(FORMAT_VERSION) => {}
+                Some(FORMAT_1) => {
+                    RedbStore::queue_every_due(&txn)?;
+                    meta.insert(FORMAT_KEY, FORMAT_VERSION)
+                        .map_err(backend("writing the format version"))?;
+                }
                 Some(found) => {
                     return Err(StoreError::UnsupportedFormat {
                         path: self.path.clone(),
@@ -131,14 +150,52 @@ impl RedbStore {
                 .map_err(backend("opening the token index"))?;
             txn.open_table(STATE)
                 .map_err(backend("opening object state"))?;
+            txn.open_table(PURGE_QUEUE)
+                .map_err(backend("opening the purge queue"))?;
         }
         txn.commit().map_err(backend("preparing the database"))
     }
 
+    /// Fills the purge queue from the records of a version 1 file, which
+    /// had none. Revoked single-use records are queued at their creation,
+    /// the latest time known to be after their use.
+    fn queue_every_due(txn: &::redb::WriteTransaction) -> Result<(), StoreError> {
+        let tokens = txn.open_table(TOKENS).map_err(backend("opening tokens"))?;
+        let mut queue = txn
+            .open_table(PURGE_QUEUE)
+            .map_err(backend("opening the purge queue"))?;
+        for entry in tokens.iter().map_err(backend("listing tokens"))? {
+            let (key, value) = entry.map_err(backend("listing tokens"))?;
+            let record = decode_record(SwissHash::from_bytes(key.value()), value.value())?;
+            if let Some(expiry) = record.expires_at {
+                RedbStore::queue(&mut queue, expiry, &record.swiss_hash)?;
+            }
+            if record.single_use && record.revoked {
+                RedbStore::queue(&mut queue, record.created_at, &record.swiss_hash)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the record under `hash` for purging at `due`.
+    fn queue(
+        queue: &mut ::redb::Table<[u8; PURGE_KEY_LEN], ()>,
+        due: SystemTime,
+        hash: &SwissHash,
+    ) -> Result<(), StoreError> {
+        queue
+            .insert(purge_key(due, hash)?, ())
+            .map_err(backend("writing the purge queue"))?;
+        Ok(())
+    }
+
     /// Marks the token under `hash` revoked within `tokens`. Returns
     /// `None` if there is no such token, else whether it was live.
+    /// A single-use record is queued for purging as it is revoked: it will
+    /// never work again.
     fn revoke_in(
         tokens: &mut ::redb::Table<[u8; 32], &[u8]>,
+        queue: &mut ::redb::Table<[u8; PURGE_KEY_LEN], ()>,
         hash: &SwissHash,
     ) -> Result<Option<bool>, StoreError> {
         let Some(bytes) = tokens
@@ -157,6 +214,9 @@ impl RedbStore {
         tokens
             .insert(hash.as_bytes(), bytes.as_slice())
             .map_err(backend("writing a token"))?;
+        if record.single_use {
+            RedbStore::queue(queue, SystemTime::now(), hash)?;
+        }
         Ok(Some(true))
     }
 }
@@ -184,6 +244,12 @@ impl Store for RedbStore {
             index
                 .insert(object_key(&record.object).as_slice(), hash)
                 .map_err(backend("writing the token index"))?;
+            if let Some(expiry) = record.expires_at {
+                let mut queue = txn
+                    .open_table(PURGE_QUEUE)
+                    .map_err(backend("opening the purge queue"))?;
+                RedbStore::queue(&mut queue, expiry, &record.swiss_hash)?;
+            }
         }
         txn.commit().map_err(backend("minting a token"))
     }
@@ -207,7 +273,10 @@ impl Store for RedbStore {
         let txn = self.db.begin_write().map_err(backend("revoking a token"))?;
         let found = {
             let mut tokens = txn.open_table(TOKENS).map_err(backend("opening tokens"))?;
-            RedbStore::revoke_in(&mut tokens, hash)?
+            let mut queue = txn
+                .open_table(PURGE_QUEUE)
+                .map_err(backend("opening the purge queue"))?;
+            RedbStore::revoke_in(&mut tokens, &mut queue, hash)?
         };
         match found {
             // Nothing changed: let the transaction abort unwritten.
@@ -230,6 +299,9 @@ impl Store for RedbStore {
                 .open_multimap_table(TOKENS_BY_OBJECT)
                 .map_err(backend("opening the token index"))?;
             let mut tokens = txn.open_table(TOKENS).map_err(backend("opening tokens"))?;
+            let mut queue = txn
+                .open_table(PURGE_QUEUE)
+                .map_err(backend("opening the purge queue"))?;
             let hashes = index
                 .get(object_key(object).as_slice())
                 .map_err(backend("reading the token index"))?;
@@ -237,7 +309,7 @@ impl Store for RedbStore {
                 let hash = SwissHash::from_bytes(
                     hash.map_err(backend("reading the token index"))?.value(),
                 );
-                if RedbStore::revoke_in(&mut tokens, &hash)? == Some(true) {
+                if RedbStore::revoke_in(&mut tokens, &mut queue, &hash)? == Some(true) {
                     revoked += 1;
                 }
             }
@@ -335,5 +407,63 @@ impl Store for RedbStore {
             }
         }
         txn.commit().map_err(backend("committing object state"))
+    }
+
+    fn purge_due(&self, now: SystemTime, limit: usize) -> Result<Purged, StoreError> {
+        let Some(bound) = purge_bound(now) else {
+            return Ok(Purged::default());
+        };
+        let txn = self.db.begin_write().map_err(backend("purging tokens"))?;
+        let mut purged = Purged::default();
+        let looked_at = {
+            let mut queue = txn
+                .open_table(PURGE_QUEUE)
+                .map_err(backend("opening the purge queue"))?;
+            let mut due = Vec::new();
+            for entry in queue
+                .range(..=bound)
+                .map_err(backend("reading the purge queue"))?
+                .take(limit.saturating_add(1))
+            {
+                due.push(entry.map_err(backend("reading the purge queue"))?.0.value());
+            }
+            purged.more = due.len() > limit;
+            due.truncate(limit);
+            let mut tokens = txn.open_table(TOKENS).map_err(backend("opening tokens"))?;
+            let mut index = txn
+                .open_multimap_table(TOKENS_BY_OBJECT)
+                .map_err(backend("opening the token index"))?;
+            for key in &due {
+                queue
+                    .remove(key)
+                    .map_err(backend("writing the purge queue"))?;
+                let hash = purge_key_hash(key);
+                let Some(bytes) = tokens
+                    .get(hash.as_bytes())
+                    .map_err(backend("reading a token"))?
+                    .map(|guard| guard.value().to_vec())
+                else {
+                    continue;
+                };
+                let record = decode_record(hash, &bytes)?;
+                let used = record.single_use && record.revoked;
+                if !used && !record.is_expired_at(now) {
+                    continue;
+                }
+                tokens
+                    .remove(hash.as_bytes())
+                    .map_err(backend("deleting a token"))?;
+                index
+                    .remove(object_key(&record.object).as_slice(), hash.as_bytes())
+                    .map_err(backend("writing the token index"))?;
+                purged.removed.push(hash);
+            }
+            due.len()
+        };
+        // Nothing due: let the transaction abort unwritten, with no flush.
+        if looked_at > 0 {
+            txn.commit().map_err(backend("purging tokens"))?;
+        }
+        Ok(purged)
     }
 }

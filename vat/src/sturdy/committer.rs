@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use futures::channel::oneshot;
-use sturdyrefs::{MintOptions, Minted, ObjectRef, StateBatch, Store, StoreError, SwissHash};
+use std::time::SystemTime;
+
+use sturdyrefs::{
+    MintOptions, Minted, ObjectRef, Purged, StateBatch, Store, StoreError, SwissHash,
+};
 
 use crate::error::{Error, ErrorKind};
 
@@ -31,6 +35,11 @@ enum Job {
     Revoke {
         hash: SwissHash,
         ack: Ack<bool>,
+    },
+    Purge {
+        now: SystemTime,
+        limit: usize,
+        ack: Ack<Purged>,
     },
 }
 
@@ -98,6 +107,24 @@ impl Committer {
     pub(crate) async fn revoke(&self, hash: SwissHash) -> Result<bool, Error> {
         let (ack, done) = oneshot::channel();
         self.submit(Job::Revoke { hash, ack }, done).await
+    }
+
+    /// Deletes at most `limit` token records due for purging at `now`
+    /// ([`Store::purge_due`]), in one transaction between the others. Queued
+    /// at the call, like [`put`](Committer::put).
+    pub(crate) fn purge(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> impl std::future::Future<Output = Result<Purged, Error>> + 'static {
+        let (ack, done) = oneshot::channel();
+        let sent = self.send(Job::Purge { now, limit, ack });
+        async move {
+            if !sent {
+                return Err(closed());
+            }
+            outcome(done.await)
+        }
     }
 
     async fn submit<T>(
@@ -195,6 +222,10 @@ fn run(store: &dyn Store, inbox: &mpsc::Receiver<Job>) {
                 Job::Revoke { hash, ack } => {
                     flush(store, &mut puts, &mut acks);
                     let _ = ack.send(store.revoke(&hash));
+                }
+                Job::Purge { now, limit, ack } => {
+                    flush(store, &mut puts, &mut acks);
+                    let _ = ack.send(store.purge_due(now, limit));
                 }
             }
         }

@@ -27,6 +27,13 @@
 //!   short-lived ([`handoff`]); the third vat restores it directly, so the
 //!   introducer may leave. Revoking the introducer's token revokes the
 //!   recipient's reference too.
+//! - **Bounds**: unused handoff tokens are capped per caller, per object
+//!   and per vat ([`HandoffQuota`]; beyond, [`QuotaExceeded`], an
+//!   [`Overloaded`](crate::ErrorKind::Overloaded) error on the wire), and a
+//!   periodic sweep deletes expired and used single-use token records in
+//!   bounded passes ([`Persistence::sweep`]). Refused restores are counted
+//!   ([`Persistence::stats`]) and summarised in one WARN line per interval.
+//!   The settings are [`PersistenceConfig`].
 //! - The vat's **operator** (whoever holds its data folder, and so its key)
 //!   gets an admin capability from the gateway by proving the vat's own key:
 //!   list, mint and revoke tokens of the running vat.
@@ -35,16 +42,26 @@
 
 mod admin;
 mod committer;
+mod config;
 mod healing;
 mod persistence;
+mod quota;
+mod refusals;
 mod restore;
 mod revocable;
 mod sessions;
 mod state;
+mod stats;
+mod sweep;
 
 pub use admin::parse_object;
+pub use config::{PersistenceConfig, HANDOFF_LIFETIME, MIN_INTERVAL};
 pub use healing::{healing, HealOptions};
-pub use persistence::{object_ref, Persistence, HANDOFF_LIFETIME, STORE_FILE};
+pub use persistence::{object_ref, Persistence, STORE_FILE};
+pub use quota::{Caller, HandoffError, HandoffQuota, QuotaExceeded, QuotaKind};
+pub use refusals::RefusalCounts;
 pub use restore::{connect, handoff, restore, restore_on, vat_id, vat_key, RestoreError};
 pub use sessions::{connections, ConnectionInfo, DUPLICATE_GRACE};
 pub use state::{Durable, StateCell};
+pub use stats::PersistenceStats;
+pub use sweep::SweepReport;

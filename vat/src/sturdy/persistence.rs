@@ -1,31 +1,33 @@
 //! A vat's persistence: its token table, its persistent objects, and the
 //! gateway through which holders of tokens get in.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::Path;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use captp::tls::TlsListener;
 use captp::Limits;
 use schema::gateway_capnp::{admin, gateway};
 use sturdyrefs::{
-    LocationHint, Lookup, MintOptions, ObjectRef, RedbStore, Store, SturdyRef, SwissHash,
+    LocationHint, Lookup, MintOptions, ObjectRef, Purged, RedbStore, Store, SturdyRef, SwissHash,
     SwissNumber, TokenRecord, VatId,
 };
 
 use super::admin::Admin;
 use super::committer::{store_error, Committer};
+use super::config::{PersistenceConfig, MIN_INTERVAL};
+use super::quota::{Caller, HandoffError, HandoffLedger};
+use super::refusals::{Refusal, RefusalSummary, RefusalTally};
 use super::restore::vat_id;
 use super::revocable::{revocable, Standing};
 use super::state::{decode, Durable, StateCell};
+use super::stats::PersistenceStats;
+use super::sweep::SweepReport;
 use crate::error::{Error, ErrorKind};
-
-/// How long a handoff token works: long enough for the introducer to pass
-/// it on and the recipient to dial, short enough that a lost one soon dies.
-pub const HANDOFF_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The name of the store file inside a vat's data folder.
 pub const STORE_FILE: &str = "vat.redb";
@@ -39,6 +41,13 @@ type Reviver = Rc<dyn Fn(&Persistence, &ObjectRef) -> Result<capnp::capability::
 /// It lives inside one vat (it is `!Send`); clones share it. Writes go to
 /// a commit thread beside the vat, so the vat's loop never waits on a disk
 /// flush.
+///
+/// What callers can make it keep is bounded ([`PersistenceConfig`]): unused
+/// handoff tokens by quotas, expired and used single-use token records by a
+/// periodic [`sweep`](Persistence::sweep) that deletes them from the store
+/// and forgets them in memory. Refused restores are counted
+/// ([`stats`](Persistence::stats)) and summarised in the log once per
+/// interval.
 ///
 /// ```no_run
 /// # async fn f(identity: vat::net::Identity) -> Result<(), Box<dyn std::error::Error>> {
@@ -57,6 +66,7 @@ pub struct Persistence {
 
 struct Inner {
     vat: VatId,
+    config: PersistenceConfig,
     /// `None` once the vat stopped (see `close`).
     store: RefCell<Option<Arc<dyn Store>>>,
     committer: Rc<Committer>,
@@ -72,12 +82,19 @@ struct Inner {
     /// What each restored reference reaches, by its identity (the pointer
     /// capnp-rpc sees when the reference comes back to this vat).
     restored: RefCell<HashMap<usize, ObjectRef>>,
-    /// Handoff tokens not used yet, with the standing of the reference they
-    /// were made from: the recipient's reference lives no longer.
-    handoffs: RefCell<HashMap<SwissHash, Rc<Standing>>>,
-    /// Single-use tokens used already, whose revocation may not have been
-    /// committed yet.
+    /// Handoff tokens neither used nor expired, counted against the
+    /// quotas, each with the standing of the reference it was made from
+    /// (if any): the recipient's reference lives no longer.
+    handoffs: RefCell<HandoffLedger<Option<Rc<Standing>>>>,
+    /// Single-use tokens used already, whose revocation is not committed
+    /// yet.
     used: RefCell<HashSet<SwissHash>>,
+    refusals: RefCell<RefusalTally>,
+    /// Handoffs refused over quota: in all, and since the last summary.
+    over_quota: Cell<u64>,
+    over_quota_since_summary: Cell<u64>,
+    purged: Cell<u64>,
+    sweep_passes: Cell<u64>,
 }
 
 impl Inner {
@@ -99,17 +116,51 @@ impl std::fmt::Debug for Persistence {
     }
 }
 
+/// A [`Persistence`] that does not keep it alive, for its own tasks.
+#[derive(Clone)]
+pub(super) struct WeakPersistence(Weak<Inner>);
+
+impl WeakPersistence {
+    pub(super) fn upgrade(&self) -> Option<Persistence> {
+        self.0.upgrade().map(|inner| Persistence { inner })
+    }
+}
+
 impl Persistence {
     /// Opens (or creates) the store in the data folder `dir` for the vat
-    /// named `vat`. Must be called inside a vat.
+    /// named `vat`, with the default [`PersistenceConfig`]. Must be called
+    /// inside a vat.
     pub fn open(dir: impl AsRef<Path>, vat: VatId) -> Result<Persistence, Error> {
-        let path = dir.as_ref().join(STORE_FILE);
-        let store = RedbStore::open(&path).map_err(store_error)?;
-        Persistence::with_store(Arc::new(store), vat)
+        Persistence::open_with(dir, vat, PersistenceConfig::default())
     }
 
-    /// Persistence on any [`Store`].
+    /// [`open`](Persistence::open), with `config`.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        vat: VatId,
+        config: PersistenceConfig,
+    ) -> Result<Persistence, Error> {
+        let path = dir.as_ref().join(STORE_FILE);
+        let store = RedbStore::open(&path).map_err(store_error)?;
+        Persistence::with_store_config(Arc::new(store), vat, config)
+    }
+
+    /// Persistence on any [`Store`], with the default [`PersistenceConfig`].
     pub fn with_store(store: Arc<dyn Store>, vat: VatId) -> Result<Persistence, Error> {
+        Persistence::with_store_config(store, vat, PersistenceConfig::default())
+    }
+
+    /// Persistence on any [`Store`], with `config`. Inside a vat it starts
+    /// the sweep and the refusal summary, tasks of the vat that end when it
+    /// stops or the persistence is dropped.
+    pub fn with_store_config(
+        store: Arc<dyn Store>,
+        vat: VatId,
+        mut config: PersistenceConfig,
+    ) -> Result<Persistence, Error> {
+        config.sweep_interval = config.sweep_interval.max(MIN_INTERVAL);
+        config.refusal_summary_interval = config.refusal_summary_interval.max(MIN_INTERVAL);
+        config.sweep_batch = config.sweep_batch.max(1);
         let name = crate::try_current()
             .map(|v| v.name().to_owned())
             .unwrap_or_default();
@@ -117,6 +168,7 @@ impl Persistence {
         let persistence = Persistence {
             inner: Rc::new(Inner {
                 vat,
+                config,
                 store: RefCell::new(Some(store)),
                 committer: Rc::new(committer),
                 hints: RefCell::new(Vec::new()),
@@ -124,8 +176,13 @@ impl Persistence {
                 live: RefCell::default(),
                 standings: RefCell::default(),
                 restored: RefCell::default(),
-                handoffs: RefCell::default(),
+                handoffs: RefCell::new(HandoffLedger::new(config.handoff_quota)),
                 used: RefCell::default(),
+                refusals: RefCell::default(),
+                over_quota: Cell::new(0),
+                over_quota_since_summary: Cell::new(0),
+                purged: Cell::new(0),
+                sweep_passes: Cell::new(0),
             }),
         };
         // Objects of a stopped vat may outlive it in reference cycles (of
@@ -138,8 +195,19 @@ impl Persistence {
                     inner.close();
                 }
             });
+            super::sweep::start(&persistence);
         }
         Ok(persistence)
+    }
+
+    pub(super) fn downgrade(&self) -> WeakPersistence {
+        WeakPersistence(Rc::downgrade(&self.inner))
+    }
+
+    /// The settings it runs with (intervals below [`MIN_INTERVAL`] raised
+    /// to it).
+    pub fn config(&self) -> &PersistenceConfig {
+        &self.inner.config
     }
 
     /// The store, unless the vat stopped.
@@ -150,6 +218,11 @@ impl Persistence {
                 "the vat's store is closed: the vat stopped",
             )
         })
+    }
+
+    /// Whether the store is open (it closes when the vat stops).
+    pub(super) fn is_open(&self) -> bool {
+        self.inner.store.borrow().is_some()
     }
 
     /// The vat whose tokens these are.
@@ -265,26 +338,61 @@ impl Persistence {
             .store()?
             .lookup(swiss, presenter)
             .map_err(store_error)?;
-        let refused = |kind, message: &str| {
-            tracing::info!(token = %hash, caller = ?presenter.map(|v| v.to_string()), %kind, "restore refused");
+        let caller = Caller::from_presenter(presenter);
+        let refused = |refusal, kind, message: &str| {
+            self.inner.refusals.borrow_mut().record(refusal, caller);
+            // Per attempt only at debug: the summary says it at WARN, once
+            // per interval. The hash, never the number presented.
+            tracing::debug!(token = %hash, %caller, %kind, "restore refused");
             Err(Error::new(kind, message))
         };
         let record = match lookup {
             Lookup::Found(record) => record,
             Lookup::Unknown => {
                 return refused(
+                    Refusal::Unknown,
                     ErrorKind::UnknownToken,
                     "no such token: this vat never minted it for this caller",
                 )
             }
-            Lookup::Revoked => return refused(ErrorKind::Revoked, "the token was revoked"),
-            Lookup::Expired => return refused(ErrorKind::Expired, "the token has expired"),
+            Lookup::Revoked => {
+                // A single-use token is revoked as it is used: say which.
+                let single_use = self
+                    .store()?
+                    .token(&hash)
+                    .map_err(store_error)?
+                    .is_some_and(|record| record.single_use);
+                return if single_use {
+                    refused(
+                        Refusal::Used,
+                        ErrorKind::Revoked,
+                        "this single-use token was used already",
+                    )
+                } else {
+                    refused(
+                        Refusal::Revoked,
+                        ErrorKind::Revoked,
+                        "the token was revoked",
+                    )
+                };
+            }
+            Lookup::Expired => {
+                return refused(
+                    Refusal::Expired,
+                    ErrorKind::Expired,
+                    "the token has expired",
+                )
+            }
         };
         if record.single_use && !self.use_up(hash) {
-            return refused(ErrorKind::Revoked, "this single-use token was used already");
+            return refused(
+                Refusal::Used,
+                ErrorKind::Revoked,
+                "this single-use token was used already",
+            );
         }
         let object = self.live(&record.object)?;
-        let parent = self.inner.handoffs.borrow_mut().remove(&hash);
+        let parent = self.inner.handoffs.borrow_mut().take(&hash).flatten();
         let standing = match parent {
             Some(parent) => parent,
             None => Rc::clone(
@@ -304,74 +412,211 @@ impl Persistence {
     }
 
     /// Marks a single-use token used, and revokes it in the store in the
-    /// background; `false` if it was used already.
+    /// background (then the store answers for it); `false` if it was used
+    /// already.
     fn use_up(&self, hash: SwissHash) -> bool {
         if !self.inner.used.borrow_mut().insert(hash) {
             return false;
         }
         let committer = Rc::clone(&self.inner.committer);
+        let weak = self.downgrade();
         tokio::task::spawn_local(async move {
-            if let Err(error) = committer.revoke(hash).await {
-                tracing::error!(token = %hash, %error, "a used single-use token could not be revoked");
+            match committer.revoke(hash).await {
+                Ok(_) => {
+                    if let Some(persistence) = weak.upgrade() {
+                        persistence.inner.used.borrow_mut().remove(&hash);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(token = %hash, %error, "a used single-use token could not be revoked");
+                }
             }
         });
         true
     }
 
     /// Mints a handoff token for `object`, which must be a reference this
-    /// vat restored (or provided), for the vat `recipient`: bound to it,
-    /// single-use, short-lived (see `Gateway.handoff` in
-    /// `schema/capnp/gateway.capnp`).
+    /// vat restored (or provided), asked for by `caller` (the key it proved,
+    /// `None` if anonymous) for the vat `recipient`: bound to it,
+    /// single-use, working for [`PersistenceConfig::handoff_lifetime`] (see
+    /// `Gateway.handoff` in `schema/capnp/gateway.capnp`).
+    ///
+    /// Fails with [`HandoffError::OverQuota`] when `caller`, the object or
+    /// the vat has as many unused handoff tokens outstanding as
+    /// [`PersistenceConfig::handoff_quota`] allows; with
+    /// [`HandoffError::Refused`] if `object` is not one this vat can hand
+    /// off, its token no longer stands, or the store failed.
     pub async fn handoff(
         &self,
+        caller: Option<&VatId>,
         object: &capnp::capability::Client,
         recipient: VatId,
-    ) -> Result<SturdyRef, Error> {
-        let pointer = object.hook.get_ptr();
-        let restored = self.inner.restored.borrow().get(&pointer).cloned();
-        let (target, parent) = match restored {
-            Some(target) => {
-                let parent = self
-                    .inner
-                    .standings
-                    .borrow()
-                    .values()
-                    .find(|s| Rc::as_ptr(s) as usize == pointer)
-                    .cloned();
-                (target, parent)
-            }
-            None => {
-                let provided = self
-                    .inner
-                    .live
-                    .borrow()
-                    .iter()
-                    .find(|(_, client)| client.hook.get_ptr() == pointer)
-                    .map(|(target, _)| target.clone());
-                let target = provided.ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::InvalidArgument,
-                        "the object to hand off is not an object of this vat reached \
-                         through this connection",
-                    )
-                })?;
-                (target, None)
+    ) -> Result<SturdyRef, HandoffError> {
+        let (target, parent) = self.handoff_target(object)?;
+        if let Some(parent) = &parent {
+            // A dead reference hands off nothing that would work.
+            parent.check()?;
+        }
+        let caller = Caller::from_presenter(caller);
+        let now = SystemTime::now();
+        let expires_at = now + self.inner.config.handoff_lifetime;
+        let reserved = self
+            .inner
+            .handoffs
+            .borrow_mut()
+            .reserve(caller, &target, expires_at, now);
+        let reservation = match reserved {
+            Ok(reservation) => reservation,
+            Err(refused) => {
+                self.inner.over_quota.set(self.inner.over_quota.get() + 1);
+                let since = &self.inner.over_quota_since_summary;
+                since.set(since.get() + 1);
+                tracing::debug!(%caller, object = %target, quota = %refused.quota, "handoff over quota");
+                return Err(refused.into());
             }
         };
         let options = MintOptions {
-            expires_at: Some(SystemTime::now() + HANDOFF_LIFETIME),
+            expires_at: Some(expires_at),
             bound_to: Some(recipient),
             single_use: true,
         };
-        let token = self.mint(&target, options).await?;
-        if let Some(parent) = parent {
-            self.inner
-                .handoffs
-                .borrow_mut()
-                .insert(token.swiss().hash(), parent);
+        match self.mint(&target, options).await {
+            Ok(token) => {
+                let hash = token.swiss().hash();
+                self.inner
+                    .handoffs
+                    .borrow_mut()
+                    .fill(reservation, hash, parent);
+                tracing::debug!(object = %target, %recipient, %caller, "handoff token minted");
+                Ok(token)
+            }
+            Err(error) => {
+                self.inner.handoffs.borrow_mut().cancel(reservation);
+                Err(error.into())
+            }
         }
-        tracing::info!(object = %target, recipient = %recipient, "handoff token minted");
-        Ok(token)
+    }
+
+    /// What `object` reaches, if it is an object of this vat reached
+    /// through its gateway, and the standing of the token it was restored
+    /// from (none for a provided object).
+    fn handoff_target(
+        &self,
+        object: &capnp::capability::Client,
+    ) -> Result<(ObjectRef, Option<Rc<Standing>>), Error> {
+        let pointer = object.hook.get_ptr();
+        let restored = self.inner.restored.borrow().get(&pointer).cloned();
+        if let Some(target) = restored {
+            let parent = self
+                .inner
+                .standings
+                .borrow()
+                .values()
+                .find(|s| Rc::as_ptr(s) as usize == pointer)
+                .cloned();
+            return Ok((target, parent));
+        }
+        let provided = self
+            .inner
+            .live
+            .borrow()
+            .iter()
+            .find(|(_, client)| client.hook.get_ptr() == pointer)
+            .map(|(target, _)| target.clone());
+        let target = provided.ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "the object to hand off is not an object of this vat reached \
+                 through this connection",
+            )
+        })?;
+        Ok((target, None))
+    }
+
+    /// Runs one sweep pass now (the vat runs them every
+    /// [`PersistenceConfig::sweep_interval`] by itself): deletes at most
+    /// [`PersistenceConfig::sweep_batch`] token records due for purging
+    /// (expired ones, and single-use ones used) in one transaction, and
+    /// forgets in memory the handoffs that expired, the standings of tokens
+    /// no reference restored from is alive any more, and the used marks of
+    /// purged tokens. [`SweepReport::more`] says whether more records are
+    /// due; the periodic sweep then runs another pass at once.
+    ///
+    /// The pass is queued at the call; the future holds no strong
+    /// reference to the persistence.
+    pub fn sweep(&self) -> impl Future<Output = Result<SweepReport, Error>> + 'static {
+        let now = SystemTime::now();
+        let purge = self
+            .inner
+            .committer
+            .purge(now, self.inner.config.sweep_batch);
+        let weak = self.downgrade();
+        async move {
+            let purged = purge.await?;
+            let Some(persistence) = weak.upgrade() else {
+                return Err(Error::vat_stopped("the sweep"));
+            };
+            Ok(persistence.forget_swept(now, &purged))
+        }
+    }
+
+    /// Drops what memory keeps for the records `purged` deleted, and what
+    /// is dead or unreferenced by `now`.
+    fn forget_swept(&self, now: SystemTime, purged: &Purged) -> SweepReport {
+        let inner = &self.inner;
+        let mut released = 0;
+        {
+            let mut handoffs = inner.handoffs.borrow_mut();
+            let mut used = inner.used.borrow_mut();
+            for hash in &purged.removed {
+                released += usize::from(handoffs.take(hash).is_some());
+                released += usize::from(used.remove(hash));
+            }
+            released += handoffs.expire(now);
+        }
+        // A standing held by nothing but this map has no reference alive
+        // (each holds it, as does a pending handoff made from one): the
+        // next restore of its token starts a new one.
+        let mut restored = inner.restored.borrow_mut();
+        inner.standings.borrow_mut().retain(|_, standing| {
+            let referenced = Rc::strong_count(standing) > 1;
+            if !referenced {
+                restored.remove(&(Rc::as_ptr(standing) as usize));
+                released += 1;
+            }
+            referenced
+        });
+        let count = u64::try_from(purged.removed.len()).unwrap_or(u64::MAX);
+        inner.purged.set(inner.purged.get().saturating_add(count));
+        inner.sweep_passes.set(inner.sweep_passes.get() + 1);
+        SweepReport {
+            purged: purged.removed.len(),
+            released,
+            more: purged.more,
+        }
+    }
+
+    /// What was refused since the last call: restores, and handoffs over
+    /// quota.
+    pub(super) fn take_refusal_summary(&self) -> (Option<RefusalSummary>, u64) {
+        let interval = self.inner.config.refusal_summary_interval;
+        let restores = self.inner.refusals.borrow_mut().take_summary(interval);
+        (restores, self.inner.over_quota_since_summary.replace(0))
+    }
+
+    /// Its counters, and the sizes of what it keeps in memory.
+    pub fn stats(&self) -> PersistenceStats {
+        let inner = &self.inner;
+        PersistenceStats {
+            refused: inner.refusals.borrow().totals(),
+            handoffs_over_quota: inner.over_quota.get(),
+            handoffs_outstanding: inner.handoffs.borrow().outstanding(),
+            standings: inner.standings.borrow().len(),
+            restored: inner.restored.borrow().len(),
+            used_pending: inner.used.borrow().len(),
+            purged: inner.purged.get(),
+            sweep_passes: inner.sweep_passes.get(),
+        }
     }
 
     /// The gateway a caller who proved `caller` (or nobody) gets as its
@@ -483,7 +728,7 @@ impl gateway::Server for Gateway {
         })?;
         let token = self
             .persistence
-            .handoff(&object, VatId::from_bytes(recipient))
+            .handoff(self.caller.as_ref(), &object, VatId::from_bytes(recipient))
             .await?;
         results.get().set_token(token.to_string());
         Ok(())
