@@ -25,20 +25,21 @@ pub enum RestoreError {
         /// Every address tried, with what went wrong there.
         attempts: Vec<(String, NetError)>,
     },
-    /// The vat was reached and refused the token (see the error's kind:
+    /// The vat was reached and refused (see the error's kind:
     /// [`UnknownToken`](crate::ErrorKind::UnknownToken),
     /// [`Revoked`](crate::ErrorKind::Revoked),
-    /// [`Expired`](crate::ErrorKind::Expired), or another the vat
-    /// answered with).
+    /// [`Expired`](crate::ErrorKind::Expired),
+    /// [`Overloaded`](crate::ErrorKind::Overloaded) for a bound such as a
+    /// handoff quota, which the same request may pass later, or another
+    /// the vat answered with).
     #[error("the vat refused the token: {0}")]
     Refused(Error),
-    /// The vat was reached but did not answer the restore: the connection
-    /// failed on the way ([`Disconnected`](crate::ErrorKind::Disconnected):
-    /// the vat stopped, its process died, the network timed out) or the
-    /// vat was too busy to take it ([`Overloaded`](crate::ErrorKind::Overloaded)).
-    /// Nothing refused the token, and restoring it again is safe (a
-    /// single-use token may have been used up by the restore that was cut
-    /// off, and is then refused).
+    /// The vat was reached but did not answer: the connection failed on
+    /// the way ([`Disconnected`](crate::ErrorKind::Disconnected): the vat
+    /// stopped, its process died, the network timed out). Nothing refused
+    /// the token, and restoring it again is safe (a single-use token may
+    /// have been used up by the restore that was cut off, and is then
+    /// refused).
     #[error(
         "the restore got no answer: {0}; nothing refused the token, and restoring it again is safe"
     )]
@@ -46,25 +47,24 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
-    /// Whether the same restore may succeed if tried again later: the vat
-    /// could not be reached or did not answer. `false` once the vat refused
-    /// the token.
+    /// Whether the same request may succeed if made again later: the vat
+    /// could not be reached, did not answer, or refused it for a bound
+    /// ([`Overloaded`](crate::ErrorKind::Overloaded)) rather than for the
+    /// token. `false` once the vat refused the token itself.
     pub fn retry_is_safe(&self) -> bool {
         match self {
             RestoreError::Unreachable { .. } | RestoreError::NotAnswered(_) => true,
-            RestoreError::Refused(_) => false,
+            RestoreError::Refused(error) => error.kind() == ErrorKind::Overloaded,
         }
     }
 }
 
 impl From<Error> for RestoreError {
-    /// A failed restore exchange: an answer from the vat is a refusal, a
-    /// lost connection or an overloaded vat is no answer at all.
+    /// A failed exchange with the vat: a lost connection is no answer at
+    /// all; anything the vat answered is a refusal.
     fn from(error: Error) -> RestoreError {
         match error.kind() {
-            ErrorKind::Disconnected | ErrorKind::Overloaded | ErrorKind::VatStopped => {
-                RestoreError::NotAnswered(error)
-            }
+            ErrorKind::Disconnected | ErrorKind::VatStopped => RestoreError::NotAnswered(error),
             _ => RestoreError::Refused(error),
         }
     }
