@@ -25,7 +25,7 @@
 //! The modules come with the lint allowances generated code needs, so a
 //! crate's own strict lints (`missing_docs`, clippy's) do not trip on them.
 //! Each `.capnp` file must start with a unique 64-bit file id
-//! (`@0x…;`): `vat schema id` prints a fresh one, as does [`new_file_id`].
+//! (`@0x…;`): `vat schema id` prints a fresh one.
 //!
 //! A server generated from an interface compiles with any of its methods
 //! left out: capnp answers those with an `unimplemented` exception.
@@ -86,9 +86,6 @@ pub enum BuildError {
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// No random bits for a file id.
-    #[error("no random bits for a schema file id: {0}")]
-    Random(String),
 }
 
 /// The `.capnp` files of one folder, to compile into the crate.
@@ -203,32 +200,11 @@ fn modules(schemas: &[(PathBuf, String)]) -> String {
     text
 }
 
-/// A fresh 64-bit Cap'n Proto file id (its high bit set, as the format
-/// requires), in the form a schema file starts with: `@0x…;`.
-pub fn new_file_id() -> Result<String, BuildError> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| BuildError::Random(e.to_string()))?;
-    let id = u64::from_le_bytes(bytes) | (1 << 63);
-    Ok(format!("@0x{id:016x};"))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // unit tests: a panic is a failed test
 
     use super::*;
-
-    #[test]
-    fn a_file_id_has_its_high_bit_set_and_differs_each_time() {
-        let (a, b) = (new_file_id().unwrap(), new_file_id().unwrap());
-        assert_ne!(a, b);
-        for id in [a, b] {
-            assert!(id.starts_with("@0x") && id.ends_with(';'), "{id}");
-            let hex = &id[3..id.len() - 1];
-            assert_eq!(hex.len(), 16, "{id}");
-            assert!(u64::from_str_radix(hex, 16).unwrap() >= 1 << 63, "{id}");
-        }
-    }
 
     #[test]
     fn module_names_are_checked() {

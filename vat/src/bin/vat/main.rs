@@ -5,6 +5,7 @@
 //! - `vat serve` runs the vat of a data folder, serving sturdyrefs.
 //! - `vat tokens` lists, revokes and mints that vat's tokens.
 //! - `vat call` restores a token and calls the object it names.
+//! - `vat schema id` prints a fresh Cap'n Proto file id.
 //!
 //! Logs go to standard error, filtered by `RUST_LOG` (default: warnings and
 //! errors), so what the commands print on standard output stays readable.
@@ -19,6 +20,7 @@ mod error;
 mod holder;
 mod init;
 mod oneshot;
+mod schema_id;
 mod serve;
 mod table;
 mod tokens;
@@ -81,6 +83,9 @@ enum Command {
     /// List, revoke and mint the tokens of a vat (running or not).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Help with a crate's own Cap'n Proto schemas.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Restore a token and call a method on its object: on a counter,
     /// `add N` or `get`; on a host, `echo N` or `greet NAME`.
     #[command(allow_negative_numbers = true)]
@@ -96,6 +101,12 @@ enum Command {
         #[arg(long = "as", value_name = "DIR")]
         as_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaCommand {
+    /// Print a fresh file id (`@0x…;`), the first line every .capnp file needs.
+    Id,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +154,7 @@ fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             hints,
             crash_on_demand,
         })?,
+        Command::Schema(SchemaCommand::Id) => println!("{}", schema_id::file_id()),
         Command::Tokens(TokensCommand::List(Data { data })) => tokens::list(data)?,
         Command::Tokens(TokensCommand::Revoke { data, target }) => {
             tokens::revoke(data.data, &target)?

@@ -1,0 +1,3 @@
+fn main() -> Result<(), vat_build::BuildError> {
+    vat_build::Schemas::new("schema").compile()
+}
