@@ -28,6 +28,25 @@ pub struct Limits {
     /// nesting fails the message's decoding. Default: 64, deeper than any
     /// schema in use while keeping recursive readers' stacks small.
     pub max_nesting: i32,
+    /// How long a message may take to arrive once its first bytes have: a
+    /// peer that sends the start of a message and not the rest within this
+    /// time loses its connection. Default: 60 s, in which a largest message
+    /// (16 MiB) needs about 2.3 Mbit/s; a link slower than that needs a
+    /// longer bound or smaller messages. A small message arrives whole
+    /// within one round trip, so only a stalled or hostile peer meets it.
+    pub message_body_timeout: Duration,
+    /// How many bytes all the connections of one vat together may hold for
+    /// messages that have begun to arrive and are not complete. A message's
+    /// buffer grows only as its bytes arrive; its first 64 KiB are always
+    /// granted (so small messages are never held up), and beyond them a
+    /// message whose growth would take the vat's total past this bound
+    /// stops being read (the peer's sending backs up) until other messages
+    /// complete or are abandoned, while its `message_body_timeout` keeps
+    /// running. A message larger than this on its own ends its connection.
+    /// A vat is one thread, so the total is that thread's; each connection
+    /// applies the bound of its own `Limits` to it. Default: 64 MiB, four
+    /// largest messages arriving at once.
+    pub max_partial_bytes_per_vat: usize,
     /// How many calls from the peer may be in flight at once: received and
     /// not yet answered. A call beyond it is not delivered; it is answered at
     /// once with an `overloaded` exception (and so is any call pipelined on
@@ -101,6 +120,8 @@ impl Default for Limits {
         Limits {
             max_message_bytes: 16 * 1024 * 1024,
             max_nesting: 64,
+            message_body_timeout: Duration::from_secs(60),
+            max_partial_bytes_per_vat: 64 * 1024 * 1024,
             max_calls_in_flight: 16 * 1024,
             max_bytes_in_flight: 64 * 1024 * 1024,
             max_answers: 64 * 1024,
