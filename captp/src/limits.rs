@@ -35,17 +35,20 @@ pub struct Limits {
     /// longer bound or smaller messages. A small message arrives whole
     /// within one round trip, so only a stalled or hostile peer meets it.
     pub message_body_timeout: Duration,
-    /// How many bytes all the connections of one vat together may hold for
-    /// messages that have begun to arrive and are not complete. A message's
-    /// buffer grows only as its bytes arrive; its first 64 KiB are always
-    /// granted (so small messages are never held up), and beyond them a
-    /// message whose growth would take the vat's total past this bound
-    /// stops being read (the peer's sending backs up) until other messages
-    /// complete or are abandoned, while its `message_body_timeout` keeps
-    /// running. A message larger than this on its own ends its connection.
-    /// A vat is one thread, so the total is that thread's; each connection
-    /// applies the bound of its own `Limits` to it. Default: 64 MiB, four
-    /// largest messages arriving at once.
+    /// How many bytes all the connections of one vat together may reserve
+    /// for messages that have begun to arrive and are not complete. A
+    /// message's first 64 KiB never count, so small messages (nearly all)
+    /// never wait. A larger message, once its first 64 KiB have arrived,
+    /// reserves the rest of its announced size before it reads on; while
+    /// the vat's reservations leave too little room it is not read (the
+    /// peer's sending backs up) and waits in line behind earlier ones,
+    /// while its `message_body_timeout` keeps running. A message holding
+    /// its reservation needs nothing more to complete, so large messages
+    /// cannot deadlock one another. Its buffer still grows only as its
+    /// bytes arrive. A message needing more than this on its own ends its
+    /// connection. A vat is one thread, so the reservations are that
+    /// thread's; each connection applies its own `Limits`' bound to them.
+    /// Default: 64 MiB, four largest messages arriving at once.
     pub max_partial_bytes_per_vat: usize,
     /// How many calls from the peer may be in flight at once: received and
     /// not yet answered. A call beyond it is not delivered; it is answered at

@@ -1,23 +1,30 @@
-//! The vat-wide budget for partial messages: the bytes that all of a vat's
-//! connections together hold for messages whose first bytes have arrived
-//! and whose last have not ([`Limits::max_partial_bytes_per_vat`]).
+//! The vat-wide budget for partial messages: messages whose first bytes
+//! have arrived and whose last have not
+//! ([`Limits::max_partial_bytes_per_vat`]).
 //!
 //! A vat is one thread, and every session of the vat runs on it, so the
 //! budget is kept per thread. Each message being read holds a [`Partial`],
-//! which counts what its buffer holds and gives it back when the message is
-//! complete or abandoned. A message's first [`FREE_BYTES`] never wait, so
-//! small messages (nearly all of them) are never held up by big ones;
-//! beyond that a buffer grows only while the vat's total stays within the
-//! budget, and otherwise waits until another message gives bytes back.
+//! which counts what it holds and gives it back when the message is
+//! complete or abandoned.
+//!
+//! A message's first [`FREE_BYTES`] are never counted against the budget,
+//! so small messages (nearly all of them) never wait for big ones. A larger
+//! message, once its first 64 KiB have arrived, reserves the rest of its
+//! size from the budget before it reads on; messages that find too little
+//! room wait in arrival order. A message that holds its reservation needs
+//! nothing more to complete, so big messages cannot deadlock one another
+//! by each holding part of the budget. The reservation bounds the buffer,
+//! which still grows only as bytes arrive.
 //!
 //! [`Limits::max_partial_bytes_per_vat`]: crate::Limits::max_partial_bytes_per_vat
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use tokio::sync::Notify;
 
-/// How much buffer a message may hold without asking the budget.
+/// How much of a message is read without asking the budget.
 pub(super) const FREE_BYTES: usize = 64 * 1024;
 
 /// The partial messages of the calling thread's vat: what
@@ -28,10 +35,14 @@ pub struct PartialMessages {
     pub messages: usize,
     /// Bytes of those messages received so far.
     pub received_bytes: usize,
-    /// Bytes of buffer held for them: what
+    /// Bytes of buffer allocated for them.
+    pub buffered_bytes: usize,
+    /// Bytes reserved for them beyond their first 64 KiB: what
     /// [`Limits::max_partial_bytes_per_vat`](crate::Limits::max_partial_bytes_per_vat)
-    /// bounds (beyond the first 64 KiB of each message).
-    pub held_bytes: usize,
+    /// bounds.
+    pub reserved_bytes: usize,
+    /// Messages waiting for room in the budget.
+    pub waiting: usize,
 }
 
 /// The partial messages of the vat that runs on the calling thread (a vat
@@ -43,18 +54,23 @@ pub fn partial_messages() -> PartialMessages {
     budget().counts.get()
 }
 
-/// Whether a buffer that holds `held` bytes may grow by `more` now, while
-/// the vat's partial messages hold `vat_held` bytes in all (`held`
-/// included) and may hold `max`.
-fn may_grow(held: usize, more: usize, vat_held: usize, max: usize) -> bool {
-    held.saturating_add(more) <= FREE_BYTES || vat_held.saturating_add(more) <= max
+/// Whether a message may reserve `bytes` now: it is the first in line (or
+/// nobody waits), and `reserved` bytes are reserved already of `max`.
+fn may_reserve(first_in_line: bool, reserved: usize, bytes: usize, max: usize) -> bool {
+    first_in_line
+        && reserved
+            .checked_add(bytes)
+            .is_some_and(|total| total <= max)
 }
 
-/// The counts of one thread, and who waits for bytes to be given back.
+/// The counts of one thread, and the messages waiting for room in line.
 #[derive(Default)]
 struct Budget {
     counts: Cell<PartialMessages>,
-    freed: Notify,
+    /// Woken when reserved bytes are given back or the line moves.
+    changed: Notify,
+    line: RefCell<VecDeque<u64>>,
+    next_ticket: Cell<u64>,
 }
 
 impl Budget {
@@ -73,16 +89,49 @@ fn budget() -> Rc<Budget> {
     BUDGET.with(Rc::clone)
 }
 
+/// A message's place in the line for room; leaves it when dropped.
+struct Ticket {
+    budget: Rc<Budget>,
+    number: u64,
+}
+
+impl Ticket {
+    fn join(budget: &Rc<Budget>) -> Ticket {
+        let number = budget.next_ticket.get();
+        budget.next_ticket.set(number + 1);
+        budget.line.borrow_mut().push_back(number);
+        budget.update(|counts| counts.waiting += 1);
+        Ticket {
+            budget: Rc::clone(budget),
+            number,
+        }
+    }
+
+    fn is_first(&self) -> bool {
+        self.budget.line.borrow().front() == Some(&self.number)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.budget.line.borrow_mut().retain(|n| *n != self.number);
+        self.budget.update(|counts| counts.waiting -= 1);
+        // The next in line may fit now.
+        self.budget.changed.notify_waiters();
+    }
+}
+
 /// One message being read: counted in the vat's budget until dropped.
 pub(super) struct Partial {
     budget: Rc<Budget>,
     received: usize,
-    held: usize,
+    buffered: usize,
+    reserved: usize,
 }
 
-/// How a buffer's growth went.
+/// How a reservation went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Growth {
+pub(super) enum Reservation {
     /// Granted at once.
     Granted,
     /// Granted after waiting for other messages to give bytes back.
@@ -97,7 +146,8 @@ impl Partial {
         Partial {
             budget,
             received: 0,
-            held: 0,
+            buffered: 0,
+            reserved: 0,
         }
     }
 
@@ -107,44 +157,59 @@ impl Partial {
         self.budget.update(|counts| counts.received_bytes += bytes);
     }
 
-    /// Takes `more` bytes of buffer from the budget, whose bound is `max`;
-    /// waits while the vat's partial messages hold too much for it.
-    pub(super) async fn grow(&mut self, more: usize, max: usize) -> Growth {
-        let mut growth = Growth::Granted;
-        loop {
-            let freed = self.budget.freed.notified();
-            let vat_held = self.budget.counts.get().held_bytes;
-            if may_grow(self.held, more, vat_held, max) {
-                self.held += more;
-                self.budget.update(|counts| counts.held_bytes += more);
-                return growth;
-            }
-            if growth == Growth::Granted {
-                tracing::info!(
-                    limit = "max_partial_bytes_per_vat",
-                    held_bytes = vat_held,
-                    max,
-                    wanted = more,
-                    "the vat's partial messages hold {vat_held} bytes; reading no more of this \
-                     message until others complete"
-                );
-            }
-            growth = Growth::Waited;
-            freed.await;
+    /// Counts `bytes` more of buffer allocated.
+    pub(super) fn buffered(&mut self, bytes: usize) {
+        self.buffered += bytes;
+        self.budget.update(|counts| counts.buffered_bytes += bytes);
+    }
+
+    /// Reserves `bytes` from the budget, whose bound is `max`; waits in
+    /// line while the vat's partial messages have too much reserved.
+    pub(super) async fn reserve(&mut self, bytes: usize, max: usize) -> Reservation {
+        let budget = Rc::clone(&self.budget);
+        let nobody_waits = budget.line.borrow().is_empty();
+        if may_reserve(nobody_waits, budget.counts.get().reserved_bytes, bytes, max) {
+            self.take(bytes);
+            return Reservation::Granted;
         }
+        let reserved = budget.counts.get().reserved_bytes;
+        tracing::info!(
+            limit = "max_partial_bytes_per_vat",
+            reserved_bytes = reserved,
+            max,
+            wanted = bytes,
+            "the vat's partial messages have {reserved} of {max} bytes reserved; reading no more \
+             of this message until others complete"
+        );
+        let ticket = Ticket::join(&budget);
+        loop {
+            let changed = budget.changed.notified();
+            let reserved = budget.counts.get().reserved_bytes;
+            if may_reserve(ticket.is_first(), reserved, bytes, max) {
+                self.take(bytes);
+                return Reservation::Waited;
+            }
+            changed.await;
+        }
+    }
+
+    fn take(&mut self, bytes: usize) {
+        self.reserved += bytes;
+        self.budget.update(|counts| counts.reserved_bytes += bytes);
     }
 }
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        let (received, held) = (self.received, self.held);
+        let (received, buffered, reserved) = (self.received, self.buffered, self.reserved);
         self.budget.update(|counts| {
             counts.messages -= 1;
             counts.received_bytes -= received;
-            counts.held_bytes -= held;
+            counts.buffered_bytes -= buffered;
+            counts.reserved_bytes -= reserved;
         });
-        if held > 0 {
-            self.budget.freed.notify_waiters();
+        if reserved > 0 {
+            self.budget.changed.notify_waiters();
         }
     }
 }
@@ -157,48 +222,63 @@ mod tests {
     use futures::FutureExt;
 
     #[test]
-    fn the_first_free_bytes_never_wait_and_the_rest_waits_for_room() {
-        // The first 64 KiB of a message are granted even past the budget.
-        assert!(may_grow(0, FREE_BYTES, 10 * FREE_BYTES, FREE_BYTES));
-        assert!(may_grow(1024, FREE_BYTES - 1024, usize::MAX, 0));
-        // Beyond them, only within the budget.
-        assert!(!may_grow(FREE_BYTES, 1, 4 * FREE_BYTES, 4 * FREE_BYTES));
-        assert!(may_grow(FREE_BYTES, 1, 4 * FREE_BYTES - 1, 4 * FREE_BYTES));
-        assert!(!may_grow(0, FREE_BYTES + 1, 0, FREE_BYTES));
+    fn only_the_first_in_line_reserves_and_only_within_the_bound() {
+        assert!(may_reserve(true, 0, 100, 100));
+        assert!(may_reserve(true, 40, 60, 100));
+        assert!(!may_reserve(true, 41, 60, 100));
+        assert!(!may_reserve(false, 0, 1, 100), "others wait before it");
+        assert!(!may_reserve(true, usize::MAX, 1, usize::MAX));
     }
 
     #[test]
-    fn a_message_gives_its_bytes_back_when_dropped_and_wakes_who_waits() {
-        let max = 2 * FREE_BYTES;
+    fn reservations_are_given_back_when_dropped_and_granted_in_line() {
+        let max = 100;
         let mut first = Partial::begin();
         assert_eq!(
-            first.grow(FREE_BYTES, max).now_or_never(),
-            Some(Growth::Granted)
+            first.reserve(60, max).now_or_never(),
+            Some(Reservation::Granted)
         );
-        assert_eq!(
-            first.grow(FREE_BYTES, max).now_or_never(),
-            Some(Growth::Granted)
-        );
-        first.received(100);
-        let mut second = Partial::begin();
-        assert_eq!(
-            second.grow(FREE_BYTES, max).now_or_never(),
-            Some(Growth::Granted),
-            "free bytes are granted past the budget"
-        );
+        first.received(10);
+        first.buffered(20);
+        let (mut second, mut third) = (Partial::begin(), Partial::begin());
+        let mut big = Box::pin(second.reserve(50, max));
+        assert!((&mut big).now_or_never().is_none(), "no room");
+        // A smaller one that would fit waits behind the bigger one.
+        let mut small = Box::pin(third.reserve(10, max));
+        assert!((&mut small).now_or_never().is_none(), "in line");
         assert_eq!(
             partial_messages(),
             PartialMessages {
-                messages: 2,
-                received_bytes: 100,
-                held_bytes: 3 * FREE_BYTES
+                messages: 3,
+                received_bytes: 10,
+                buffered_bytes: 20,
+                reserved_bytes: 60,
+                waiting: 2,
             }
         );
-        let mut growing = Box::pin(second.grow(1, max + FREE_BYTES));
-        assert!((&mut growing).now_or_never().is_none(), "over the budget");
         drop(first);
-        assert_eq!(growing.now_or_never(), Some(Growth::Waited));
-        drop(second);
+        assert_eq!(big.now_or_never(), Some(Reservation::Waited));
+        assert_eq!(small.now_or_never(), Some(Reservation::Waited));
+        assert_eq!(partial_messages().reserved_bytes, 60);
+        drop((second, third));
         assert_eq!(partial_messages(), PartialMessages::default());
+    }
+
+    #[test]
+    fn a_message_that_leaves_the_line_lets_the_next_one_on() {
+        let mut first = Partial::begin();
+        assert_eq!(
+            first.reserve(100, 100).now_or_never(),
+            Some(Reservation::Granted)
+        );
+        let (mut second, mut third) = (Partial::begin(), Partial::begin());
+        let mut leaving = Box::pin(second.reserve(100, 100));
+        assert!((&mut leaving).now_or_never().is_none());
+        let mut staying = Box::pin(third.reserve(1, 100));
+        assert!((&mut staying).now_or_never().is_none());
+        drop(first);
+        // The first in line gives up: the next one is not left waiting.
+        drop(leaving);
+        assert_eq!(staying.now_or_never(), Some(Reservation::Waited));
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! A message's body is read into a buffer that grows only as its bytes
 //! arrive (64 KiB first, doubling up to steps of 1 MiB), never to the size
-//! its table announces before those bytes are here, and the buffer beyond
-//! its first 64 KiB is taken from the vat's budget for partial messages
-//! ([`budget`](super::budget)). Once a message's first bytes have arrived,
+//! its table announces before those bytes are here; a message larger than
+//! 64 KiB reserves the rest of its size from the vat's budget for partial
+//! messages once its first 64 KiB are here ([`budget`](super::budget)). Once a message's first bytes have arrived,
 //! all of it must arrive within [`Limits::message_body_timeout`].
 
 use std::time::Duration;
@@ -66,11 +66,12 @@ pub(super) enum FrameError {
         /// The bound.
         max: usize,
     },
-    /// The segment table announces a message that alone would take more
-    /// than the vat's whole budget for partial messages.
+    /// The segment table announces a message that alone needs more than
+    /// the vat's whole budget for partial messages.
     #[error(
-        "connection limit max_partial_bytes_per_vat exceeded: a message of {bytes} bytes is \
-         larger than the vat's budget for partial messages ({max} bytes)"
+        "connection limit max_partial_bytes_per_vat exceeded: a message of {bytes} bytes needs \
+         more than the vat's whole budget for partial messages ({max} bytes beyond each \
+         message's first 64 KiB)"
     )]
     TooLargeForVat {
         /// The size announced.
@@ -240,7 +241,7 @@ where
         }
     }
     let bytes = total_words.saturating_mul(8);
-    if bytes > FREE_BYTES && bytes > limits.max_partial_bytes_per_vat {
+    if bytes.saturating_sub(FREE_BYTES) > limits.max_partial_bytes_per_vat {
         return Err(FrameError::TooLargeForVat {
             bytes,
             max: limits.max_partial_bytes_per_vat,
@@ -284,10 +285,17 @@ where
             if reader.fill_buf().await.map_err(lost)?.is_empty() {
                 return Err(cut_off());
             }
+            if filled == FREE_BYTES {
+                // Past its free bytes a message reserves the rest of itself.
+                arrival
+                    .partial
+                    .reserve(total - FREE_BYTES, max_partial_bytes)
+                    .await;
+            }
             let more = next_step(words.len(), total_words);
-            arrival.partial.grow(more * 8, max_partial_bytes).await;
             words.reserve_exact(more);
             words.resize(words.len() + more, capnp::word(0, 0, 0, 0, 0, 0, 0, 0));
+            arrival.partial.buffered(more * 8);
         }
         let space = &mut Word::words_to_bytes_mut(&mut words)[filled..];
         let read = reader.read(space).await.map_err(lost)?;
@@ -528,7 +536,7 @@ mod tests {
                 PartialMessages {
                     messages: 1,
                     received_bytes: 8,
-                    held_bytes: 0
+                    ..PartialMessages::default()
                 }
             );
             stream.give(&[1; 4096]);
@@ -538,7 +546,8 @@ mod tests {
                 PartialMessages {
                     messages: 1,
                     received_bytes: 8 + 4096,
-                    held_bytes: FREE_BYTES
+                    buffered_bytes: FREE_BYTES,
+                    ..PartialMessages::default()
                 }
             );
         });
@@ -583,31 +592,33 @@ mod tests {
     #[test]
     fn past_the_vat_budget_a_big_message_waits_and_a_small_one_does_not() {
         let limits = Limits {
-            max_partial_bytes_per_vat: 2 * FREE_BYTES,
+            max_partial_bytes_per_vat: FREE_BYTES,
             ..Limits::default()
         };
         let options = limits.reader_options();
-        // 100 KiB arrived of a message of 128 KiB: it holds its first
-        // 64 KiB free and the next 64 KiB from the budget, all there is.
-        let mut big_bytes = table_of(2 * FREE_BYTES as u32 / 8);
-        big_bytes.extend_from_slice(&[1; 100 * 1024]);
-        let big = Trickle::new(&big_bytes, usize::MAX);
-        let mut big_reader = BufReader::new(big.clone());
-        let mut big_reading = pin!(read_message(&mut big_reader, &limits, options));
-        // Another message of the same size waits for it.
-        let mut waiting_bytes = table_of(2 * FREE_BYTES as u32 / 8);
-        waiting_bytes.extend_from_slice(&[2; 2 * FREE_BYTES]);
-        let mut waiting_reader = BufReader::new(Trickle::new(&waiting_bytes, usize::MAX));
-        let mut waiting = pin!(read_message(&mut waiting_reader, &limits, options));
+        // 100 KiB arrived of a message of 128 KiB: past its free 64 KiB it
+        // reserves the other 64 KiB, all there is, and reads on.
+        let mut first_bytes = table_of(2 * FREE_BYTES as u32 / 8);
+        first_bytes.extend_from_slice(&[1; 100 * 1024]);
+        let first = Trickle::new(&first_bytes, usize::MAX);
+        let mut first_reader = BufReader::new(first.clone());
+        let mut first_reading = pin!(read_message(&mut first_reader, &limits, options));
+        // Another message of the same size, all of it here, waits for room.
+        let mut second_bytes = table_of(2 * FREE_BYTES as u32 / 8);
+        second_bytes.extend_from_slice(&[2; 2 * FREE_BYTES]);
+        let mut second_reader = BufReader::new(Trickle::new(&second_bytes, usize::MAX));
+        let mut second_reading = pin!(read_message(&mut second_reader, &limits, options));
         run(async {
-            assert!(poll_once(big_reading.as_mut()).is_pending());
-            assert!(poll_once(waiting.as_mut()).is_pending());
+            assert!(poll_once(first_reading.as_mut()).is_pending());
+            assert!(poll_once(second_reading.as_mut()).is_pending());
             let counts = partial_messages();
             assert_eq!(counts.messages, 2);
+            assert_eq!(counts.waiting, 1);
+            assert_eq!(counts.reserved_bytes, FREE_BYTES);
             assert_eq!(
-                counts.held_bytes,
-                3 * FREE_BYTES,
-                "two free steps, one more"
+                counts.received_bytes,
+                8 + 100 * 1024 + 8 + FREE_BYTES,
+                "the waiting message read only its free bytes"
             );
 
             // A small message is read in full meanwhile.
@@ -616,13 +627,17 @@ mod tests {
             let small = read_message(&mut small_reader, &limits, options).await;
             assert!(small.unwrap().is_some());
 
-            // Once the big one is abandoned, the waiting one goes on.
-            big.end();
+            // Once the first is abandoned, the waiting one goes on.
+            first.end();
             assert!(matches!(
-                poll_once(big_reading.as_mut()),
+                poll_once(first_reading.as_mut()),
                 Poll::Ready(Err(FrameError::Lost(_)))
             ));
-            assert!(poll_once(waiting.as_mut()).is_ready());
+            let Poll::Ready(second) = poll_once(second_reading.as_mut()) else {
+                panic!("the second message was not read once there was room");
+            };
+            let (second, _) = second.unwrap().unwrap();
+            assert_eq!(second.into_segments().words.len() * 8, 2 * FREE_BYTES);
         });
         assert_eq!(partial_messages(), PartialMessages::default());
     }
@@ -633,12 +648,13 @@ mod tests {
             max_partial_bytes_per_vat: 1024 * 1024,
             ..Limits::default()
         };
-        let mut reader = Cursor::new(table_of(1024 * 1024 / 8 + 1));
+        let bytes = FREE_BYTES + 1024 * 1024 + 8;
+        let mut reader = Cursor::new(table_of(bytes as u32 / 8));
         let error = run(read_message(&mut reader, &limits, limits.reader_options()))
             .map(|_| ())
             .unwrap_err();
         assert!(
-            matches!(error, FrameError::TooLargeForVat { bytes, max: 1048576 } if bytes == 1048584),
+            matches!(error, FrameError::TooLargeForVat { bytes: b, max: 1048576 } if b == bytes),
             "{error}"
         );
         assert_eq!(error.bound(), Some("max_partial_bytes_per_vat"));
