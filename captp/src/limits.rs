@@ -4,6 +4,9 @@ use std::time::Duration;
 ///
 /// Every connection keeps its own counts, so a peer that breaks a bound
 /// affects only its own connection; other connections are served as before.
+/// The one count shared by a vat's connections is the room reserved for
+/// messages still arriving (`max_partial_bytes_per_vat`), which delays
+/// only messages over 64 KiB.
 /// A peer that breaks a bound either gets a clear error for the call that
 /// broke it (calls in flight: an `overloaded` exception, and it may retry),
 /// or loses its connection with an abort message naming the bound and a
@@ -31,7 +34,7 @@ pub struct Limits {
     /// How long a message may take to arrive once its first bytes have: a
     /// peer that sends the start of a message and not the rest within this
     /// time loses its connection. Default: 60 s, in which a largest message
-    /// (16 MiB) needs about 2.3 Mbit/s; a link slower than that needs a
+    /// (16 MiB) needs about 2.2 Mbit/s; a link slower than that needs a
     /// longer bound or smaller messages. A small message arrives whole
     /// within one round trip, so only a stalled or hostile peer meets it.
     pub message_body_timeout: Duration,
@@ -47,7 +50,8 @@ pub struct Limits {
     /// cannot deadlock one another. Its buffer still grows only as its
     /// bytes arrive. A message needing more than this on its own ends its
     /// connection. A vat is one thread, so the reservations are that
-    /// thread's; each connection applies its own `Limits`' bound to them.
+    /// thread's; each connection applies its own `Limits`' bound to them
+    /// ([`partial_messages`](crate::partial_messages) reports them).
     /// Default: 64 MiB, four largest messages arriving at once.
     pub max_partial_bytes_per_vat: usize,
     /// How many calls from the peer may be in flight at once: received and

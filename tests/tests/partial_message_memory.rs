@@ -3,9 +3,9 @@
 //! limits) each send a segment table announcing a 16 MiB message (the
 //! default `Limits::max_message_bytes`) and 4 KiB of it, and no more. The
 //! vat's resident memory (`VmRSS` in `/proc/<pid>/status`) may grow by
-//! less than 64 MiB for all of them; before a message's buffer grew with
-//! its bytes, each such connection pinned up to 16 MiB. An honest client is
-//! served meanwhile and after.
+//! less than 64 MiB for all of them, where a buffer of the announced size
+//! for each would pin 2.4 GB. An honest client is served meanwhile and
+//! after.
 //!
 //! `cargo test -p tests --test partial_message_memory -- --nocapture`
 //! prints the figures.
