@@ -1,10 +1,11 @@
 //! Cap'n Proto's stream framing: a segment table, then the segments.
 //!
 //! A message's body is read into a buffer that grows only as its bytes
-//! arrive (64 KiB first, doubling up to steps of 1 MiB), never to the size
-//! its table announces before those bytes are here; a message larger than
-//! 64 KiB reserves the rest of its size from the vat's budget for partial
-//! messages once its first 64 KiB are here ([`budget`](super::budget)). Once a message's first bytes have arrived,
+//! arrive (64 KiB first, then doubling, by at most 1 MiB a step), never to
+//! the size its table announces before those bytes are here. A message
+//! larger than 64 KiB reserves the rest of its size from the vat's budget
+//! for partial messages once its first 64 KiB are here
+//! ([`budget`](super::budget)). Once a message's first bytes have arrived,
 //! all of it must arrive within [`Limits::message_body_timeout`].
 
 use std::time::Duration;
@@ -183,7 +184,8 @@ where
         return Ok(None);
     }
     let timeout = limits.message_body_timeout;
-    let deadline = Instant::now() + timeout;
+    // A bound too far to be a time is no bound.
+    let deadline = Instant::now().checked_add(timeout);
     let mut arrival = Arrival {
         partial: Partial::begin(),
         received: 0,
@@ -191,7 +193,11 @@ where
     };
     arrival.arrived(read);
     let rest = read_rest(reader, &mut first, &mut arrival, limits, options);
-    match tokio::time::timeout_at(deadline, rest).await {
+    let in_time = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, rest).await,
+        None => Ok(rest.await),
+    };
+    match in_time {
         Ok(result) => result.map(|(segments, bytes)| Some((Reader::new(segments, options), bytes))),
         Err(_) => Err(FrameError::BodyTimeout {
             received: arrival.received,

@@ -11,7 +11,9 @@
 //! every outstanding question broken). Outgoing messages wait in an
 //! [`Outbox`] counted in bytes; while it holds more than the bound, no
 //! further message is read from the peer, and a peer that takes no bytes
-//! for the stall timeout is disconnected.
+//! for the stall timeout is disconnected. Incoming messages are read by
+//! [`frame`], whose buffers grow only as bytes arrive, within the message
+//! body timeout and the vat-wide [`budget`] for partial messages.
 
 mod budget;
 mod frame;
