@@ -53,4 +53,5 @@ pub use identity::{Identity, IdentityError};
 pub use limits::Limits;
 pub use pipe::{pipe, PipeEnd};
 pub use public_key::PublicKey;
+pub use session::{partial_messages, PartialMessages};
 pub use tcp::{dial, Listener};

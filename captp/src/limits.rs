@@ -4,6 +4,9 @@ use std::time::Duration;
 ///
 /// Every connection keeps its own counts, so a peer that breaks a bound
 /// affects only its own connection; other connections are served as before.
+/// The one count shared by a vat's connections is the room reserved for
+/// messages still arriving (`max_partial_bytes_per_vat`), which delays
+/// only messages over 64 KiB.
 /// A peer that breaks a bound either gets a clear error for the call that
 /// broke it (calls in flight: an `overloaded` exception, and it may retry),
 /// or loses its connection with an abort message naming the bound and a
@@ -28,6 +31,29 @@ pub struct Limits {
     /// nesting fails the message's decoding. Default: 64, deeper than any
     /// schema in use while keeping recursive readers' stacks small.
     pub max_nesting: i32,
+    /// How long a message may take to arrive once its first bytes have: a
+    /// peer that sends the start of a message and not the rest within this
+    /// time loses its connection. Default: 60 s, in which a largest message
+    /// (16 MiB) needs about 2.2 Mbit/s; a link slower than that needs a
+    /// longer bound or smaller messages. A small message arrives whole
+    /// within one round trip, so only a stalled or hostile peer meets it.
+    pub message_body_timeout: Duration,
+    /// How many bytes all the connections of one vat together may reserve
+    /// for messages that have begun to arrive and are not complete. A
+    /// message's first 64 KiB never count, so small messages (nearly all)
+    /// never wait. A larger message, once its first 64 KiB have arrived,
+    /// reserves the rest of its announced size before it reads on; while
+    /// the vat's reservations leave too little room it is not read (the
+    /// peer's sending backs up) and waits in line behind earlier ones,
+    /// while its `message_body_timeout` keeps running. A message holding
+    /// its reservation needs nothing more to complete, so large messages
+    /// cannot deadlock one another. Its buffer still grows only as its
+    /// bytes arrive. A message needing more than this on its own ends its
+    /// connection. A vat is one thread, so the reservations are that
+    /// thread's; each connection applies its own `Limits`' bound to them
+    /// ([`partial_messages`](crate::partial_messages) reports them).
+    /// Default: 64 MiB, four largest messages arriving at once.
+    pub max_partial_bytes_per_vat: usize,
     /// How many calls from the peer may be in flight at once: received and
     /// not yet answered. A call beyond it is not delivered; it is answered at
     /// once with an `overloaded` exception (and so is any call pipelined on
@@ -101,6 +127,8 @@ impl Default for Limits {
         Limits {
             max_message_bytes: 16 * 1024 * 1024,
             max_nesting: 64,
+            message_body_timeout: Duration::from_secs(60),
+            max_partial_bytes_per_vat: 64 * 1024 * 1024,
             max_calls_in_flight: 16 * 1024,
             max_bytes_in_flight: 64 * 1024 * 1024,
             max_answers: 64 * 1024,

@@ -11,8 +11,11 @@
 //! every outstanding question broken). Outgoing messages wait in an
 //! [`Outbox`] counted in bytes; while it holds more than the bound, no
 //! further message is read from the peer, and a peer that takes no bytes
-//! for the stall timeout is disconnected.
+//! for the stall timeout is disconnected. Incoming messages are read by
+//! [`frame`], whose buffers grow only as bytes arrive, within the message
+//! body timeout and the vat-wide [`budget`] for partial messages.
 
+mod budget;
 mod frame;
 mod ledger;
 mod outbox;
@@ -23,14 +26,15 @@ use std::time::Duration;
 
 use capnp::capability::Promise;
 use capnp::message::{Builder, HeapAllocator, Reader, ReaderOptions};
-use capnp::serialize::OwnedSegments;
 use capnp_rpc::rpc_capnp::{exception, message};
 use capnp_rpc::rpc_twoparty_capnp::Side;
-use futures::{AsyncRead, AsyncWrite, FutureExt};
+use futures::{AsyncBufRead, AsyncWrite, FutureExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Limits;
+pub use budget::{partial_messages, PartialMessages};
+use frame::{FrameError, FrameSegments};
 use ledger::{Exceeded, Ledger, Refusal, Verdict};
 use outbox::{Outbox, WriterEnd};
 
@@ -78,6 +82,19 @@ impl Shared {
         self.fail(capnp::Error::overloaded(exceeded.to_string()));
     }
 
+    /// Logs a framing bound the peer broke; the error that ends the
+    /// connection for `error`.
+    fn unreadable(&self, error: FrameError) -> capnp::Error {
+        if let Some(bound) = error.bound() {
+            tracing::warn!(
+                peer = %self.label,
+                limit = bound,
+                "the peer broke a connection limit ({error}); disconnecting it"
+            );
+        }
+        error.into()
+    }
+
     /// Queues `message` unless the writer has ended.
     fn queue(
         &self,
@@ -118,7 +135,7 @@ impl Shared {
 }
 
 /// A message from the peer.
-struct Incoming(Reader<OwnedSegments>);
+struct Incoming(Reader<FrameSegments>);
 
 impl capnp_rpc::IncomingMessage for Incoming {
     fn get_body(&self) -> capnp::Result<capnp::any_pointer::Reader<'_>> {
@@ -190,7 +207,7 @@ struct Handle<R>(Rc<Connection<R>>);
 
 impl<R> capnp_rpc::Connection<Side> for Handle<R>
 where
-    R: AsyncRead + Unpin + 'static,
+    R: AsyncBufRead + Unpin + 'static,
 {
     fn get_peer_vat_id(&self) -> Side {
         self.0.peer
@@ -245,7 +262,7 @@ async fn receive<R>(
     stream: &mut R,
 ) -> capnp::Result<Option<Box<dyn capnp_rpc::IncomingMessage>>>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncBufRead + Unpin,
 {
     loop {
         wait_for_room(shared).await?;
@@ -253,7 +270,9 @@ where
         let message = tokio::select! {
             biased;
             () = alarm => continue,
-            message = frame::read_message(stream, shared.options) => message?,
+            message = frame::read_message(stream, &shared.limits, shared.options) => {
+                message.map_err(|error| shared.unreadable(error))?
+            }
         };
         let Some((message, bytes)) = message else {
             return Ok(None);
@@ -329,7 +348,7 @@ struct Network<R> {
 
 impl<R> capnp_rpc::VatNetwork<Side> for Network<R>
 where
-    R: AsyncRead + Unpin + 'static,
+    R: AsyncBufRead + Unpin + 'static,
 {
     fn connect(&mut self, host: Side) -> Option<Box<dyn capnp_rpc::Connection<Side>>> {
         if host == self.ours {
@@ -366,7 +385,7 @@ pub(crate) fn network<R, W>(
     label: String,
 ) -> (Box<dyn capnp_rpc::VatNetwork<Side>>, Usage)
 where
-    R: AsyncRead + Unpin + 'static,
+    R: AsyncBufRead + Unpin + 'static,
     W: AsyncWrite + Unpin + 'static,
 {
     let shared = Rc::new(Shared {
