@@ -54,8 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bank = vat::VatHandle::start("bank")?;
     let addr = bank
         .run_async(move || async move {
-            let listener = tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &bank_identity)
-                .await?;
+            let listener =
+                tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &bank_identity).await?;
             let addr = listener.local_addr();
             let teller: teller::Client = vat::export(Teller::default());
             listener.serve(move |_| Some(teller.client.clone()), Limits::default());
