@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod connection;
+pub mod delivery;
 mod error;
 mod identity;
 mod limits;

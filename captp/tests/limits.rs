@@ -143,6 +143,12 @@ fn calls_beyond_max_calls_in_flight_are_refused_with_overloaded_and_others_are_s
             error.to_string().contains("max_calls_in_flight is 4"),
             "{error}"
         );
+        // It says, as data any client can read, that it was not delivered.
+        let reason = error.extra.trim_start_matches("remote exception: ");
+        assert!(
+            captp::delivery::strip_not_delivered(reason).is_some(),
+            "{reason}"
+        );
         let log = logs.wait_for("too many calls in flight", 1).await;
         assert!(log.contains("WARN"), "{log}");
 

@@ -86,6 +86,7 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    undelivered: bool,
 }
 
 impl Error {
@@ -94,7 +95,36 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            undelivered: false,
         }
+    }
+
+    /// An error of `kind` for a call that was refused before it was
+    /// delivered: its target never saw it, so sending it again, or to
+    /// another target, cannot run it twice. See
+    /// [`is_undelivered`](Error::is_undelivered).
+    pub fn undelivered(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            undelivered: true,
+            ..Error::new(kind, message)
+        }
+    }
+
+    /// Whether the call was refused before delivery (a bound that answers
+    /// without delivering, a reference whose waiting calls are full). The
+    /// fact travels with the error across vats (the `[not delivered] ` tag,
+    /// docs/PROTOCOL.md); groups read it to send a call to another member.
+    /// `false` says nothing: the call may have run.
+    ///
+    /// ```
+    /// use vat::{Error, ErrorKind};
+    /// let refused = Error::undelivered(ErrorKind::Overloaded, "1024 calls already wait");
+    /// let back = Error::from(capnp::Error::from(refused));
+    /// assert!(back.is_undelivered());
+    /// assert!(!Error::new(ErrorKind::Overloaded, "busy").is_undelivered());
+    /// ```
+    pub fn is_undelivered(&self) -> bool {
+        self.undelivered
     }
 
     /// What kind of failure this is.
@@ -138,31 +168,43 @@ fn strip_remote(mut reason: &str) -> &str {
 impl From<capnp::Error> for Error {
     fn from(error: capnp::Error) -> Error {
         let reason = strip_remote(&error.extra);
-        let tagged = TAGGED.into_iter().find_map(|kind| {
-            let tag = kind.wire_tag()?;
-            reason.strip_prefix(tag).map(|rest| (kind, rest))
-        });
-        if let Some((kind, rest)) = tagged {
-            return Error::new(kind, rest);
+        match captp::delivery::strip_not_delivered(reason) {
+            Some(rest) => Error {
+                undelivered: true,
+                ..decode(&error, rest)
+            },
+            None => decode(&error, reason),
         }
-        let kind = match error.kind {
-            capnp::ErrorKind::Disconnected => ErrorKind::Disconnected,
-            capnp::ErrorKind::Unimplemented => ErrorKind::Unimplemented,
-            capnp::ErrorKind::Overloaded => ErrorKind::Overloaded,
-            capnp::ErrorKind::Failed => ErrorKind::Failed,
-            // The byte stream ended mid-message, or (TLS) without its closing
-            // alert: the peer's vat stopped or the link died.
-            capnp::ErrorKind::PrematureEndOfFile => {
-                return Error::new(
-                    ErrorKind::Disconnected,
-                    format!("the connection ended abruptly: {reason}"),
-                )
-            }
-            // Every other kind is a decoding error: the message did not match the schema.
-            _ => return Error::new(ErrorKind::InvalidArgument, error.to_string()),
-        };
-        Error::new(kind, reason)
     }
+}
+
+/// The error whose exception is `error` and whose reason, past the remote
+/// prefixes and the delivery tag, is `reason`.
+fn decode(error: &capnp::Error, reason: &str) -> Error {
+    let tagged = TAGGED.into_iter().find_map(|kind| {
+        let tag = kind.wire_tag()?;
+        reason.strip_prefix(tag).map(|rest| (kind, rest))
+    });
+    if let Some((kind, rest)) = tagged {
+        return Error::new(kind, rest);
+    }
+    let kind = match error.kind {
+        capnp::ErrorKind::Disconnected => ErrorKind::Disconnected,
+        capnp::ErrorKind::Unimplemented => ErrorKind::Unimplemented,
+        capnp::ErrorKind::Overloaded => ErrorKind::Overloaded,
+        capnp::ErrorKind::Failed => ErrorKind::Failed,
+        // The byte stream ended mid-message, or (TLS) without its closing
+        // alert: the peer's vat stopped or the link died.
+        capnp::ErrorKind::PrematureEndOfFile => {
+            return Error::new(
+                ErrorKind::Disconnected,
+                format!("the connection ended abruptly: {reason}"),
+            )
+        }
+        // Every other kind is a decoding error: the message did not match the schema.
+        _ => return Error::new(ErrorKind::InvalidArgument, error.to_string()),
+    };
+    Error::new(kind, reason)
 }
 
 impl From<Error> for capnp::Error {
@@ -170,6 +212,11 @@ impl From<Error> for capnp::Error {
         let reason = match error.kind.wire_tag() {
             Some(tag) => format!("{tag}{}", error.message),
             None => error.message,
+        };
+        let reason = if error.undelivered {
+            captp::delivery::not_delivered(&reason)
+        } else {
+            reason
         };
         match error.kind {
             ErrorKind::Disconnected | ErrorKind::VatStopped => capnp::Error::disconnected(reason),
@@ -210,6 +257,23 @@ mod tests {
             // What the receiving side of a connection sees.
             wire.extra = format!("remote exception: {}", wire.extra);
             assert_eq!(Error::from(wire), original, "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_before_delivery_keeps_its_mark_and_its_kind_across_the_wire() {
+        for kind in [
+            ErrorKind::Overloaded,
+            ErrorKind::Disconnected,
+            ErrorKind::Crashed,
+        ] {
+            let original = Error::undelivered(kind, "details");
+            let mut wire = capnp::Error::from(original.clone());
+            assert!(wire.extra.starts_with("[not delivered] "), "{}", wire.extra);
+            wire.extra = format!("remote exception: remote exception: {}", wire.extra);
+            let back = Error::from(wire);
+            assert_eq!(back, original, "{kind}");
+            assert!(back.is_undelivered());
         }
     }
 

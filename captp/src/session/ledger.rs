@@ -244,20 +244,22 @@ impl Ledger {
                 return Verdict::Exceeded(exceeded);
             }
             let reason = if on_refused {
-                "overloaded: this call was pipelined on a call the vat refused".to_string()
+                "this call was pipelined on a call the vat refused".to_string()
             } else if too_many {
                 format!(
-                    "overloaded: {} calls from this connection are in flight (max_calls_in_flight \
-                     is {}); retry later",
+                    "{} calls from this connection are in flight (max_calls_in_flight is {}); \
+                     retry later",
                     self.calls_in_flight, self.limits.max_calls_in_flight
                 )
             } else {
                 format!(
-                    "overloaded: calls in flight from this connection hold {} bytes in the vat \
+                    "calls in flight from this connection hold {} bytes in the vat \
                      (max_bytes_in_flight is {}); retry later",
                     self.call_bytes_in_flight, self.limits.max_bytes_in_flight
                 )
             };
+            // Never delivered: the caller may send it elsewhere, or again.
+            let reason = crate::delivery::not_delivered(&reason);
             self.answers.insert(
                 question_id,
                 Answer {

@@ -14,18 +14,18 @@
 //!    message could be written. A `Disconnected` error that comes later may
 //!    belong to a call the member received (the connection died while it
 //!    ran), so it is the caller's.
-//! 2. **Refusals that say so.** An [`Overloaded`](ErrorKind::Overloaded)
-//!    error from a bound that answers before delivering:
-//!    - captp's calls-in-flight and bytes-in-flight bounds (the serving vat
-//!      answers the call at once, without delivering it; the reason begins
-//!      `overloaded: `);
-//!    - a supervised child's stable reference whose waiting calls are at
-//!      their bound or waited too long ("this call was not delivered");
-//!    - a healing reference whose waiting calls are at their bound ("calls
-//!      already wait").
+//! 2. **Refusals that say so.** An error marked
+//!    [undelivered](Error::is_undelivered) by whoever refused the call
+//!    before delivering it: captp's calls-in-flight and bytes-in-flight
+//!    bounds (the serving vat answers the call at once, tagged
+//!    `[not delivered] ` on the wire), a supervised child's stable reference
+//!    whose waiting calls are at their bound or waited too long, a healing
+//!    reference whose waiting calls are at their bound, a group with no
+//!    members. The mark is data, set where the refusal is made; the
+//!    message's wording plays no part.
 //!
 //!    An `Overloaded` error from a connection that captp ended because the
-//!    peer broke a bound ("connection limit … exceeded") is not a refusal:
+//!    peer broke a bound ("connection limit … exceeded") carries no mark:
 //!    calls in flight on it may have been delivered.
 //!
 //!    A call on a remote member made through the group's fast path (see
@@ -41,44 +41,44 @@ use crate::error::{Error, ErrorKind};
 /// delivered. `at_once`: it came from the poll right after the call was
 /// handed to the member; `remote`: the member is a connection's capability.
 pub(crate) fn refused_before_delivery(error: &Error, at_once: bool, remote: bool) -> bool {
-    match error.kind() {
-        ErrorKind::Disconnected => at_once && remote,
-        ErrorKind::Overloaded => is_refusal(error.message()),
-        _ => false,
-    }
-}
-
-/// The reasons of the `Overloaded` refusals listed in the module docs.
-fn is_refusal(reason: &str) -> bool {
-    reason.starts_with("overloaded: ")
-        || reason.contains("this call was not delivered")
-        || reason.contains("calls already wait")
+    error.is_undelivered() || (error.kind() == ErrorKind::Disconnected && at_once && remote)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn overloaded(reason: &str) -> Error {
-        Error::new(ErrorKind::Overloaded, reason)
+    #[test]
+    fn refusals_marked_undelivered_are_recognised_whatever_their_words() {
+        for reason in ["retry later", "", "this call was delivered, honest"] {
+            let refused = Error::undelivered(ErrorKind::Overloaded, reason);
+            assert!(refused_before_delivery(&refused, false, true), "{reason:?}");
+            // Also once it has crossed a connection.
+            let mut wire = capnp::Error::from(refused);
+            wire.extra = format!("remote exception: {}", wire.extra);
+            assert!(refused_before_delivery(&Error::from(wire), false, true));
+        }
     }
 
     #[test]
-    fn refusals_before_delivery_are_recognised() {
+    fn rewording_a_refusal_does_not_make_it_one() {
+        // The words the refusals used to be recognised by, without the mark.
         for reason in [
-            "overloaded: 16384 calls from this connection are in flight (max_calls_in_flight is 16384); retry later",
-            "overloaded: this call was pipelined on a call the vat refused",
+            "overloaded: 16384 calls from this connection are in flight; retry later",
             "supervised child `a` did not come back within 5s; this call was not delivered",
             "1024 calls already wait for the reference to vat abc to reconnect",
         ] {
-            assert!(refused_before_delivery(&overloaded(reason), false, true), "{reason}");
+            let unmarked = Error::new(ErrorKind::Overloaded, reason);
+            assert!(!refused_before_delivery(&unmarked, false, true), "{reason}");
         }
     }
 
     #[test]
     fn failures_that_may_follow_delivery_are_not() {
-        let exceeded =
-            overloaded("connection limit max_questions exceeded: questions reached 9 (at most 8)");
+        let exceeded = Error::new(
+            ErrorKind::Overloaded,
+            "connection limit max_questions exceeded: questions reached 9 (at most 8)",
+        );
         assert!(!refused_before_delivery(&exceeded, true, true));
         let late = Error::new(ErrorKind::Disconnected, "peer disconnected");
         assert!(!refused_before_delivery(&late, false, true));

@@ -182,7 +182,7 @@ impl Shared {
 
     /// The error of a call that found no member to go to.
     pub(crate) fn no_member(&self) -> Error {
-        Error::new(
+        Error::undelivered(
             ErrorKind::Disconnected,
             format!(
                 "group `{}` has no members; this call was not delivered",

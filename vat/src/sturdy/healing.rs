@@ -123,7 +123,7 @@ impl Heal {
                 return Ok((object.clone(), *generation));
             }
             if self.waiting.get() >= self.options.max_waiting {
-                return Err(Error::new(
+                return Err(Error::undelivered(
                     ErrorKind::Overloaded,
                     format!(
                         "{} calls already wait for the reference to vat {} to reconnect",

@@ -221,7 +221,7 @@ impl Slot {
             State::Waiting { queue } => {
                 if queue.len() >= self.limits.max_calls {
                     return Promise::err(
-                        Error::new(
+                        Error::undelivered(
                             ErrorKind::Overloaded,
                             format!(
                                 "supervised child `{}` is restarting and {} calls already wait for it; \
@@ -426,7 +426,7 @@ impl Future for Wait {
         if !self.waiter.running.get() && self.deadline.as_mut().poll(cx).is_ready() {
             // Given up before it was sent: it never will be.
             self.waiter.call.borrow_mut().take();
-            return Poll::Ready(Err(Error::new(
+            return Poll::Ready(Err(Error::undelivered(
                 ErrorKind::Overloaded,
                 format!(
                     "supervised child `{}` did not come back within {:?}; this call was not delivered",
