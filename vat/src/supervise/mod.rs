@@ -100,4 +100,4 @@ pub use root::{exit_process, ROOT_GAVE_UP_EXIT};
 pub use spawner::{Spawner, SpawnerRef};
 pub use spec::{durable_factory, ChildSpec, SupervisorBuilder};
 pub use stable::WaitLimits;
-pub use supervisor::{root, ChildInfo, ChildStatus, Supervisor, SupervisorState};
+pub use supervisor::{ChildInfo, ChildStatus, Supervisor, SupervisorState};

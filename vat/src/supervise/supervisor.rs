@@ -185,8 +185,11 @@ thread_local! {
 }
 
 /// The current vat's root supervisor, if one was started
-/// ([`SupervisorBuilder::start_root`]) and still runs.
-pub fn root() -> Option<Supervisor> {
+/// ([`SupervisorBuilder::start_root`]) and still runs. Not public: a
+/// supervisor is authority over its children, which the program hands on
+/// as the [`Supervisor`] that `start_root` returned, not a name any code of
+/// the vat may look up.
+pub(crate) fn root() -> Option<Supervisor> {
     ROOT.with(|r| r.borrow().as_ref().and_then(Weak::upgrade))
         .map(|inner| Supervisor { inner })
 }
