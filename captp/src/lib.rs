@@ -40,6 +40,7 @@ mod connection;
 mod error;
 mod identity;
 mod limits;
+pub mod log;
 mod pipe;
 mod public_key;
 mod session;
