@@ -23,8 +23,12 @@
 //! assert_eq!((summary.count, summary.most_recent.as_str()), (1, "from 10.0.0.1"));
 //! ```
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 /// How many characters of one piece of peer-supplied text are logged; the
 /// rest is counted, not shown.
@@ -222,6 +226,81 @@ pub const DEFAULT_WARN_BURST: u32 = 5;
 /// The interval over which captp rate-limits warnings of one kind; at its
 /// end one line says how many were not logged.
 pub const DEFAULT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A [`WarnLimiter`] on the clock, for the warnings of one kind that a
+/// peer can cause: logs the summary line itself once an interval with
+/// suppressed warnings ends. Must be used inside a vat (it spawns a local
+/// task to log the summary).
+#[derive(Debug, Clone)]
+pub(crate) struct Throttled {
+    limiter: Rc<RefCell<WarnLimiter>>,
+    /// The span the summaries are logged in: the one current at creation
+    /// (a listener's, say), not that of whichever warning was suppressed.
+    span: tracing::Span,
+    /// What the warnings are, in the plural, for the summary ("failed TLS
+    /// handshakes").
+    kind: &'static str,
+}
+
+impl Throttled {
+    /// Warnings of `kind`, [`DEFAULT_WARN_BURST`] per [`DEFAULT_WARN_INTERVAL`],
+    /// summarised in the current span.
+    pub(crate) fn new(kind: &'static str) -> Throttled {
+        Throttled {
+            span: tracing::Span::current(),
+            limiter: Rc::new(RefCell::new(WarnLimiter::new(
+                DEFAULT_WARN_BURST,
+                DEFAULT_WARN_INTERVAL,
+            ))),
+            kind,
+        }
+    }
+
+    /// Calls `log` (which logs the warning) unless this kind is over its
+    /// share; `detail` describes a suppressed one for the summary, e.g.
+    /// "from ADDR: REASON" (made safe with [`Untrusted`]).
+    pub(crate) fn warn(&self, detail: impl FnOnce() -> String, log: impl FnOnce()) {
+        let verdict = self.limiter.borrow_mut().note(Instant::now(), detail);
+        match verdict {
+            Verdict::Log { suppressed } => {
+                if let Some(suppressed) = suppressed {
+                    self.log_summary(&suppressed);
+                }
+                log();
+            }
+            Verdict::Suppressed { first: true } => {
+                let Some(end) = self.limiter.borrow().interval_ends() else {
+                    return;
+                };
+                let this = self.clone();
+                let span = self.span.clone();
+                tokio::task::spawn_local(
+                    async move {
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
+                        let summary = this.limiter.borrow_mut().summary(Instant::now());
+                        if let Some(suppressed) = summary {
+                            this.log_summary(&suppressed);
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Verdict::Suppressed { first: false } => {}
+        }
+    }
+
+    fn log_summary(&self, suppressed: &Suppressed) {
+        let _entered = self.span.enter();
+        tracing::warn!(
+            suppressed = suppressed.count,
+            "{} more {} in the last {:?} (most recent {})",
+            suppressed.count,
+            self.kind,
+            suppressed.interval,
+            suppressed.most_recent
+        );
+    }
+}
 
 #[cfg(test)]
 mod tests {

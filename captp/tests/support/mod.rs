@@ -253,3 +253,19 @@ pub async fn serve_p256_tls_once() -> SocketAddr {
     });
     addr
 }
+
+/// Raises this process's soft limit on open files to at least `wanted`
+/// (up to the hard limit), for tests that hold many sockets.
+pub fn raise_fd_limit(wanted: u64) {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    if soft < wanted {
+        rlimit::Resource::NOFILE
+            .set(wanted.min(hard), hard)
+            .unwrap();
+    }
+    let (soft, _) = rlimit::Resource::NOFILE.get().unwrap();
+    assert!(
+        soft >= wanted,
+        "the hard limit on open files is {hard}, below {wanted}"
+    );
+}
