@@ -49,9 +49,10 @@ mod tcp;
 pub mod tls;
 
 pub use connection::{Connection, Side};
-pub use error::NetError;
+pub use error::{DialStage, NetError};
 pub use identity::{Identity, IdentityError};
 pub use limits::Limits;
 pub use pipe::{pipe, PipeEnd};
 pub use public_key::PublicKey;
-pub use tcp::{dial, Listener};
+pub use socket::DEFAULT_DIAL_TIMEOUT;
+pub use tcp::{dial, dial_within, Listener};

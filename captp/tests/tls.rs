@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use captp::tls::{self, HandshakeError, TlsListener};
-use captp::{Identity, Limits, NetError};
+use captp::{DialStage, Identity, Limits, NetError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -451,15 +451,82 @@ fn dialling_a_plain_tcp_vat_over_tls_fails_the_handshake() {
         let addr = listener.local_addr();
         listener.serve(echo_host(), Limits::default());
         let anyone = Identity::generate().unwrap().public_key();
-        let started = Instant::now();
         let error = tls::dial(addr, anyone, None, None, Limits::default())
             .await
             .unwrap_err();
+        // A handshake error, not a timeout: the dialler saw it was not TLS.
         assert!(
             matches!(error, NetError::Handshake { addr: at, .. } if at == addr),
             "{error:?}"
         );
-        assert!(started.elapsed() < tls::DEFAULT_HANDSHAKE_TIMEOUT);
+    });
+}
+
+#[test]
+fn a_dial_to_an_address_that_never_answers_times_out_saying_retrying_is_safe() {
+    in_vat(async {
+        let (_socket, addr, _filler) = support::never_answers().await;
+        let anyone = Identity::generate().unwrap().public_key();
+        let timeout = Duration::from_millis(300);
+
+        let error = tls::dial_within(timeout, addr, anyone, None, None, Limits::default())
+            .await
+            .unwrap_err();
+        match &error {
+            NetError::DialTimedOut {
+                addr: at,
+                timeout: after,
+                stage,
+            } => {
+                assert_eq!((*at, *after), (addr, timeout));
+                assert_eq!(*stage, DialStage::Connecting);
+            }
+            other => panic!("expected DialTimedOut, got {other:?}"),
+        }
+        assert!(
+            error
+                .to_string()
+                .contains("nothing was sent, so retrying is safe"),
+            "{error}"
+        );
+
+        // Plain TCP dials have the same deadline.
+        let error = captp::dial_within(timeout, addr, None, Limits::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                NetError::DialTimedOut {
+                    stage: DialStage::Connecting,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    });
+}
+
+#[test]
+fn a_dial_to_a_server_that_never_answers_the_handshake_times_out_in_the_handshake() {
+    in_vat(async {
+        // Accepts, then says nothing.
+        let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::task::spawn_local(async move { listener.accept().await.unwrap() });
+        let anyone = Identity::generate().unwrap().public_key();
+        let timeout = Duration::from_millis(300);
+        let error = tls::dial_within(timeout, addr, anyone, None, None, Limits::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                NetError::DialTimedOut { stage: DialStage::Handshaking, timeout: t, .. } if t == timeout
+            ),
+            "{error:?}"
+        );
+        drop(held);
     });
 }
 

@@ -39,7 +39,10 @@
 //! protocol [`ALPN_PROTOCOL`] is required on both sides; the client sends the
 //! placeholder [`SERVER_NAME`] in SNI, which the server ignores; no session
 //! resumption or early data, so every connection proves its keys afresh.
-//! The listener accepts every caller at once; a caller must send its ClientHello within
+//! A dial gives up if the TCP connection and the handshake together take
+//! longer than [`DEFAULT_DIAL_TIMEOUT`](crate::DEFAULT_DIAL_TIMEOUT)
+//! ([`dial_within`] sets another). The listener accepts every caller at
+//! once; a caller must send its ClientHello within
 //! [`DEFAULT_CLIENT_HELLO_TIMEOUT`] and complete the handshake within
 //! [`DEFAULT_HANDSHAKE_TIMEOUT`]. In [`TlsListener::serve`] handshakes are
 //! also bounded in number ([`DEFAULT_MAX_PENDING_HANDSHAKES`],
@@ -68,7 +71,7 @@ mod listener;
 mod pending;
 mod verify;
 
-pub use dial::dial;
+pub use dial::{dial, dial_within};
 pub use error::{CertificateProblem, HandshakeError, SetupError};
 pub use listener::TlsListener;
 
