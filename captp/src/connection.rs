@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
+use crate::log::Untrusted;
 use crate::session::Usage;
 use crate::{Limits, PublicKey};
 
@@ -134,7 +135,11 @@ impl Connection {
                 let result = system.await;
                 match &result {
                     Ok(()) => tracing::info!("session closed"),
-                    Err(error) => tracing::warn!(%error, "session closed with an error"),
+                    // The error may carry the peer's own words (its abort
+                    // reason), so it is escaped.
+                    Err(error) => {
+                        tracing::warn!(error = %Untrusted(error), "session closed with an error")
+                    }
                 }
                 // Nobody may be watching any more; that is fine.
                 let _ = tx.send(Some(result.map_err(|e| e.to_string())));
@@ -214,7 +219,7 @@ impl Connection {
             let label = self.label.clone();
             tokio::task::spawn_local(async move {
                 if let Err(error) = disconnector.await {
-                    tracing::debug!(peer = %label, %error, "the shutdown ended with an error");
+                    tracing::debug!(peer = %label, error = %Untrusted(&error), "the shutdown ended with an error");
                 }
             });
         }

@@ -1,12 +1,38 @@
-//! Socket options every connection between vats gets.
+//! Connecting within a deadline, and the socket options every connection
+//! between vats gets.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::Limits;
+use crate::{DialStage, Limits, NetError};
+
+/// How long [`dial`](crate::dial) and [`tls::dial`](crate::tls::dial) wait
+/// for a connection, the TCP connection and the TLS handshake together,
+/// before giving up with [`NetError::DialTimedOut`].
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a TCP connection to `addr`, giving up at `deadline` (which is
+/// `timeout` after the dial started) with [`NetError::DialTimedOut`].
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, NetError> {
+    match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Err(_elapsed) => Err(NetError::DialTimedOut {
+            addr,
+            timeout,
+            stage: DialStage::Connecting,
+        }),
+        Ok(Err(source)) => Err(NetError::Dial { addr, source }),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
 
 /// The shortest keep-alive period the kernel is asked for.
 const MIN_PROBE: Duration = Duration::from_secs(1);

@@ -1,8 +1,11 @@
+//! Plain TCP: dialling and listening without authentication or encryption.
+
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use crate::{Connection, Limits, NetError, Side};
+use crate::{Connection, Limits, NetError, Side, DEFAULT_DIAL_TIMEOUT};
 
 /// Dials `addr` over plain TCP and starts an RPC session, offering
 /// `bootstrap` (if any) to the peer.
@@ -12,16 +15,26 @@ use crate::{Connection, Limits, NetError, Side};
 /// may be any program. Use [`tls::dial`](crate::tls::dial) between vats;
 /// plain TCP is for trusted networks and tests.
 ///
-/// Must be awaited inside a vat.
+/// Gives up with [`NetError::DialTimedOut`] if the connection is not made
+/// within [`DEFAULT_DIAL_TIMEOUT`]. Must be awaited inside a vat.
 pub async fn dial(
     addr: SocketAddr,
     bootstrap: Option<capnp::capability::Client>,
     limits: Limits,
 ) -> Result<Connection, NetError> {
+    dial_within(DEFAULT_DIAL_TIMEOUT, addr, bootstrap, limits).await
+}
+
+/// [`dial`], giving up after `timeout` instead of [`DEFAULT_DIAL_TIMEOUT`].
+pub async fn dial_within(
+    timeout: Duration,
+    addr: SocketAddr,
+    bootstrap: Option<capnp::capability::Client>,
+    limits: Limits,
+) -> Result<Connection, NetError> {
     tracing::warn!(%addr, "{PLAIN_TCP_WARNING}");
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| NetError::Dial { addr, source })?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = crate::socket::connect(addr, deadline, timeout).await?;
     crate::socket::prepare(&stream, &limits)?;
     Ok(Connection::open(
         stream,

@@ -1,16 +1,17 @@
 //! Vats over TLS on real sockets: who may connect, who learns what, and how
 //! the listener survives peers that misbehave.
 
+#[allow(dead_code)] // each test file uses a part
 mod support;
 
 use std::time::{Duration, Instant};
 
 use captp::tls::{self, HandshakeError, TlsListener};
-use captp::{Identity, Limits, NetError};
+use captp::{DialStage, Identity, Limits, NetError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{echo, echo_host, in_vat, localhost, raw_tls_client, Logs, RecordedKeys};
+use support::{echo, echo_host, in_vat, localhost, raw_tls_client, Logs, RecordedKeys, HANG_GUARD};
 
 #[test]
 fn a_client_dialling_the_right_key_is_served_and_the_acceptor_learns_its_key() {
@@ -179,8 +180,40 @@ fn garbage_and_plain_capnp_on_the_tls_port_are_logged_and_the_listener_keeps_ser
     });
 }
 
+/// Longer than any hang guard: a socket closed within the guard was closed
+/// by the defence under test, not by this timeout.
+const NEVER: Duration = Duration::from_secs(600);
+
 #[test]
-fn a_silent_client_is_dropped_after_the_handshake_timeout_while_others_are_served() {
+fn a_caller_is_served_while_a_silent_one_still_holds_its_handshake() {
+    in_vat(async {
+        let server = Identity::generate().unwrap();
+        let listener = TlsListener::bind(localhost(), &server)
+            .await
+            .unwrap()
+            .with_client_hello_timeout(NEVER)
+            .with_handshake_timeout(NEVER);
+        let addr = listener.local_addr();
+        listener.serve(|_| Some(echo_host()), Limits::default());
+
+        let silent = TcpStream::connect(addr).await.unwrap();
+        let connection = tls::dial(addr, server.public_key(), None, None, Limits::default())
+            .await
+            .unwrap();
+        assert_eq!(echo(&connection, 3).await.unwrap(), 3);
+        // The silent caller's socket is still open: served alongside it,
+        // not after it was dropped.
+        let mut buffer = [0u8; 16];
+        let read = silent.try_read(&mut buffer);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "still open, nothing sent: {read:?}"
+        );
+    });
+}
+
+#[test]
+fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     in_vat(async {
         let (logs, _guard) = Logs::capture();
         let timeout = Duration::from_millis(300);
@@ -195,16 +228,8 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout_while_others_are_serve
         let started = Instant::now();
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let silent_addr = silent.local_addr().unwrap();
-
-        // Served while the silent one still holds its handshake.
-        let connection = tls::dial(addr, server.public_key(), None, None, Limits::default())
-            .await
-            .unwrap();
-        assert_eq!(echo(&connection, 3).await.unwrap(), 3);
-        assert!(started.elapsed() < timeout, "served without waiting");
-
         let mut buffer = [0u8; 16];
-        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buffer))
+        let read = tokio::time::timeout(HANG_GUARD, silent.read(&mut buffer))
             .await
             .expect("the silent client is dropped");
         assert!(
@@ -217,33 +242,89 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout_while_others_are_serve
             .await;
         assert!(log.contains(&silent_addr.to_string()), "{log}");
 
-        // The connection made meanwhile is unaffected.
+        // The listener goes on serving.
+        let connection = tls::dial(addr, server.public_key(), None, None, Limits::default())
+            .await
+            .unwrap();
         assert_eq!(echo(&connection, 4).await.unwrap(), 4);
     });
 }
 
 #[test]
-fn when_every_handshake_slot_is_taken_the_next_caller_waits_for_one() {
+fn a_client_trickling_its_client_hello_is_dropped_at_the_client_hello_deadline() {
     in_vat(async {
-        let timeout = Duration::from_millis(300);
+        let (logs, _guard) = Logs::capture();
+        let hello_timeout = Duration::from_millis(300);
         let server = Identity::generate().unwrap();
         let listener = TlsListener::bind(localhost(), &server)
             .await
             .unwrap()
-            .with_handshake_timeout(timeout)
-            .with_max_pending_handshakes(1);
+            .with_client_hello_timeout(hello_timeout)
+            .with_handshake_timeout(NEVER);
         let addr = listener.local_addr();
         listener.serve(|_| Some(echo_host()), Limits::default());
 
         let started = Instant::now();
-        let _silent = TcpStream::connect(addr).await.unwrap();
-        // Let the listener take the silent caller into its only slot.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let trickler_addr = stream.local_addr().unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        // A handshake record announcing 512 bytes, sent a byte at a time.
+        let trickle = tokio::task::spawn_local(async move {
+            let header = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01];
+            for byte in header.into_iter().chain(std::iter::repeat(0)) {
+                if writer.write_all(&[byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let mut buffer = [0u8; 16];
+        let read = tokio::time::timeout(HANG_GUARD, reader.read(&mut buffer))
+            .await
+            .expect("the trickling client is dropped (hang guard)");
+        assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+        assert!(
+            started.elapsed() >= hello_timeout,
+            "not before the deadline"
+        );
+        let log = logs
+            .wait_for("did not send its TLS ClientHello within 300ms", 1)
+            .await;
+        assert!(log.contains(&trickler_addr.to_string()), "{log}");
+        trickle.abort();
+    });
+}
+
+#[test]
+fn when_every_handshake_slot_is_taken_a_newcomer_takes_the_place_of_the_oldest_silent_caller() {
+    in_vat(async {
+        let (logs, _guard) = Logs::capture();
+        let server = Identity::generate().unwrap();
+        let listener = TlsListener::bind(localhost(), &server)
+            .await
+            .unwrap()
+            .with_client_hello_timeout(NEVER)
+            .with_handshake_timeout(NEVER)
+            .with_max_pending_handshakes(1);
+        let addr = listener.local_addr();
+        listener.serve(|_| Some(echo_host()), Limits::default());
+
+        // Accepted first (the kernel's queue is in order), so it holds the
+        // only slot when the caller below arrives.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
         let connection = tls::dial(addr, server.public_key(), None, None, Limits::default())
             .await
             .unwrap();
         assert_eq!(echo(&connection, 8).await.unwrap(), 8);
-        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        let mut buffer = [0u8; 16];
+        let read = tokio::time::timeout(HANG_GUARD, silent.read(&mut buffer))
+            .await
+            .expect("the silent caller is dropped long before its timeouts");
+        assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+        let log = logs
+            .wait_for("still without its ClientHello was dropped to make room", 1)
+            .await;
+        assert!(log.contains("the listener's total"), "{log}");
     });
 }
 
@@ -370,15 +451,82 @@ fn dialling_a_plain_tcp_vat_over_tls_fails_the_handshake() {
         let addr = listener.local_addr();
         listener.serve(echo_host(), Limits::default());
         let anyone = Identity::generate().unwrap().public_key();
-        let started = Instant::now();
         let error = tls::dial(addr, anyone, None, None, Limits::default())
             .await
             .unwrap_err();
+        // A handshake error, not a timeout: the dialler saw it was not TLS.
         assert!(
             matches!(error, NetError::Handshake { addr: at, .. } if at == addr),
             "{error:?}"
         );
-        assert!(started.elapsed() < tls::DEFAULT_HANDSHAKE_TIMEOUT);
+    });
+}
+
+#[test]
+fn a_dial_to_an_address_that_never_answers_times_out_saying_retrying_is_safe() {
+    in_vat(async {
+        let (_socket, addr, _filler) = support::never_answers().await;
+        let anyone = Identity::generate().unwrap().public_key();
+        let timeout = Duration::from_millis(300);
+
+        let error = tls::dial_within(timeout, addr, anyone, None, None, Limits::default())
+            .await
+            .unwrap_err();
+        match &error {
+            NetError::DialTimedOut {
+                addr: at,
+                timeout: after,
+                stage,
+            } => {
+                assert_eq!((*at, *after), (addr, timeout));
+                assert_eq!(*stage, DialStage::Connecting);
+            }
+            other => panic!("expected DialTimedOut, got {other:?}"),
+        }
+        assert!(
+            error
+                .to_string()
+                .contains("nothing was sent, so retrying is safe"),
+            "{error}"
+        );
+
+        // Plain TCP dials have the same deadline.
+        let error = captp::dial_within(timeout, addr, None, Limits::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                NetError::DialTimedOut {
+                    stage: DialStage::Connecting,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    });
+}
+
+#[test]
+fn a_dial_to_a_server_that_never_answers_the_handshake_times_out_in_the_handshake() {
+    in_vat(async {
+        // Accepts, then says nothing.
+        let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::task::spawn_local(async move { listener.accept().await.unwrap() });
+        let anyone = Identity::generate().unwrap().public_key();
+        let timeout = Duration::from_millis(300);
+        let error = tls::dial_within(timeout, addr, anyone, None, None, Limits::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                NetError::DialTimedOut { stage: DialStage::Handshaking, timeout: t, .. } if t == timeout
+            ),
+            "{error:?}"
+        );
+        drop(held);
     });
 }
 

@@ -17,6 +17,11 @@ pub enum HandshakeError {
     /// slow, silent, or not speaking TLS at all.
     #[error("it did not complete the TLS handshake within {0:?}")]
     TimedOut(Duration),
+    /// The caller did not send its whole ClientHello (the first message of
+    /// the handshake) in the time allowed: it is silent, trickling bytes, or
+    /// not speaking TLS at all.
+    #[error("it did not send its TLS ClientHello within {0:?}")]
+    NoClientHello(Duration),
     /// The peer's certificate does not carry a key it could prove.
     #[error("its certificate is unacceptable: {0}")]
     Certificate(#[source] CertificateProblem),

@@ -39,10 +39,17 @@
 //! protocol [`ALPN_PROTOCOL`] is required on both sides; the client sends the
 //! placeholder [`SERVER_NAME`] in SNI, which the server ignores; no session
 //! resumption or early data, so every connection proves its keys afresh.
-//! Handshakes are bounded in time ([`DEFAULT_HANDSHAKE_TIMEOUT`], settable on
-//! the listener with [`TlsListener::with_handshake_timeout`]) and, in
-//! [`TlsListener::serve`], in number, so slow or silent callers cannot hold
-//! the listener; a failed handshake is logged and the listener goes on.
+//! A dial gives up if the TCP connection and the handshake together take
+//! longer than [`DEFAULT_DIAL_TIMEOUT`](crate::DEFAULT_DIAL_TIMEOUT)
+//! ([`dial_within`] sets another). The listener accepts every caller at
+//! once; a caller must send its ClientHello within
+//! [`DEFAULT_CLIENT_HELLO_TIMEOUT`] and complete the handshake within
+//! [`DEFAULT_HANDSHAKE_TIMEOUT`]. In [`TlsListener::serve`] handshakes are
+//! also bounded in number ([`DEFAULT_MAX_PENDING_HANDSHAKES`],
+//! [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_SOURCE`]), the oldest silent socket
+//! giving way to a newcomer, so slow, silent or numerous callers cannot keep
+//! others out. A failed handshake is logged (rate-limited, the peer's words
+//! escaped) and the listener goes on.
 //!
 //! ```no_run
 //! # async fn f(vat_key: captp::PublicKey) -> Result<(), Box<dyn std::error::Error>> {
@@ -61,9 +68,10 @@ mod config;
 mod dial;
 mod error;
 mod listener;
+mod pending;
 mod verify;
 
-pub use dial::dial;
+pub use dial::{dial, dial_within};
 pub use error::{CertificateProblem, HandshakeError, SetupError};
 pub use listener::TlsListener;
 
@@ -77,10 +85,24 @@ pub const ALPN_PROTOCOL: &[u8] = b"capnp-vat/1";
 /// name, and servers ignore SNI.
 pub const SERVER_NAME: &str = "capnp-vat.invalid";
 
-/// How long a peer may take to complete a TLS handshake, on either side,
-/// unless the listener is set otherwise.
+/// How long a caller may take to complete a TLS handshake with a
+/// [`TlsListener`], from the moment it is accepted, unless the listener is
+/// set otherwise.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many handshakes [`TlsListener::serve`] runs at once, unless set
-/// otherwise.
-pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 64;
+/// How long a caller may take to send its whole ClientHello to a
+/// [`TlsListener`], from the moment it is accepted, unless the listener is
+/// set otherwise. A client sends it at once, so this is short: idle and
+/// trickling sockets are dropped well before the handshake timeout.
+pub const DEFAULT_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How many handshakes [`TlsListener::serve`] keeps in progress at once,
+/// unless set otherwise; a newer caller takes the place of the oldest one
+/// still waiting for its ClientHello. Half the usual soft limit of 1,024
+/// file descriptors per process, so that pending handshakes alone cannot
+/// exhaust it.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 512;
+
+/// How many of [`DEFAULT_MAX_PENDING_HANDSHAKES`] the callers of one source
+/// (an IPv4 address, an IPv6 /64) may hold, unless set otherwise.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 128;

@@ -253,3 +253,32 @@ pub async fn serve_p256_tls_once() -> SocketAddr {
     });
     addr
 }
+
+/// Raises this process's soft limit on open files to at least `wanted`
+/// (up to the hard limit), for tests that hold many sockets.
+pub fn raise_fd_limit(wanted: u64) {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    if soft < wanted {
+        rlimit::Resource::NOFILE
+            .set(wanted.min(hard), hard)
+            .unwrap();
+    }
+    let (soft, _) = rlimit::Resource::NOFILE.get().unwrap();
+    assert!(
+        soft >= wanted,
+        "the hard limit on open files is {hard}, below {wanted}"
+    );
+}
+
+/// A listening socket that never accepts, its backlog already full: a
+/// connection to it is never established (the kernel drops the SYN), like
+/// one to a blackholed address.
+pub async fn never_answers() -> (socket2::Socket, SocketAddr, TcpStream) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&localhost().into()).unwrap();
+    // A backlog of 0 holds one established connection on Linux.
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let filler = TcpStream::connect(addr).await.unwrap();
+    (socket, addr, filler)
+}

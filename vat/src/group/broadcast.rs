@@ -5,6 +5,7 @@ use std::future::Future;
 use std::rc::Rc;
 
 use capnp::capability::FromClientHook;
+use captp::log::Untrusted;
 
 use super::handle::Group;
 use super::member::{Member, MemberId};
@@ -108,7 +109,7 @@ impl Group {
         let group = self.shared.name.clone();
         tokio::task::spawn_local(async move {
             if let Err(error) = sent.await {
-                tracing::warn!(%group, error = %Error::from(error), "a one-way message to a member failed");
+                tracing::warn!(%group, error = %Untrusted(Error::from(error)), "a one-way message to a member failed");
             }
         });
     }
@@ -150,7 +151,7 @@ impl Group {
                     tracing::warn!(
                         group = %shared.name,
                         member = %member.id,
-                        %error,
+                        error = %Untrusted(&error),
                         "a one-way message to a member failed"
                     );
                 }

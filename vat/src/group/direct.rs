@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use capnp::any_pointer;
 use capnp::capability::{Promise, RemotePromise, Request};
 use capnp::private::capability::{PipelineHook, RequestHook};
+use captp::log::Untrusted;
 use futures::FutureExt;
 
 use super::member::{Member, MemberId};
@@ -79,7 +80,7 @@ pub(crate) fn request(
         tracing::debug!(
             group = %shared.name,
             member = %member.id,
-            %error,
+            error = %Untrusted(&error),
             "member's connection has ended; trying another"
         );
         tried.push(member.id);

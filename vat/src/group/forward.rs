@@ -16,6 +16,7 @@ use std::task::{Context, Poll, Waker};
 
 use capnp::capability::Promise;
 use capnp::private::capability::{ParamsHook, PipelineHook, RequestHook, ResultsHook};
+use captp::log::Untrusted;
 
 use super::delivery::refused_before_delivery;
 use super::member::{Member, MemberId};
@@ -234,7 +235,7 @@ impl Forward {
                 tracing::debug!(
                     group = %self.shared.name,
                     member = %member.id,
-                    error = %kind,
+                    error = %Untrusted(&kind),
                     "member refused the call before delivery; trying another"
                 );
                 self.tried.push(member.id);

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use captp::log::Untrusted;
 use schema::group_capnp::{group, membership};
 
 use super::broadcast::counted;
@@ -140,7 +141,7 @@ impl group::Server for Service {
             let shared = shared.clone();
             tokio::task::spawn_local(async move {
                 if let Err(error) = counted(&shared, &member, sent).await {
-                    tracing::warn!(group = %shared.name, member = %member.id, %error, "a one-way message to a member failed");
+                    tracing::warn!(group = %shared.name, member = %member.id, error = %Untrusted(&error), "a one-way message to a member failed");
                 }
             });
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use capnp::capability::Promise;
 use capnp::private::capability::{ParamsHook, ResultsHook};
+use captp::log::Untrusted;
 use captp::{Identity, Limits};
 use sturdyrefs::SturdyRef;
 use tokio::sync::Notify;
@@ -185,14 +186,14 @@ impl Heal {
                         return;
                     }
                     Err(RestoreError::Refused(error)) if is_final(&error) => {
-                        tracing::warn!(vat = %token.vat(), %error, "reference refused for good");
+                        tracing::warn!(vat = %token.vat(), error = %Untrusted(&error), "reference refused for good");
                         *state.refused.borrow_mut() = Some(error);
                         state.reconnecting.set(false);
                         state.changed.notify_waiters();
                         return;
                     }
                     Err(error) => {
-                        tracing::debug!(vat = %token.vat(), %error, ?delay, "reconnection failed; retrying");
+                        tracing::debug!(vat = %token.vat(), error = %Untrusted(&error), ?delay, "reconnection failed; retrying");
                     }
                 }
                 drop(state);

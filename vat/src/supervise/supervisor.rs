@@ -11,6 +11,7 @@ use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime};
 
 use capnp::capability::FromClientHook;
+use captp::log::Untrusted;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -536,7 +537,7 @@ impl Inner {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     let name = self.child_name(i);
-                    tracing::warn!(child = %name, %error, "child failed to start");
+                    tracing::warn!(child = %name, error = %Untrusted(&error), "child failed to start");
                     self.log_crash(i, format!("failed to start: {error}"));
                     if !self.record_restart() {
                         let why = format!("child `{name}` failed to start: {error}");
@@ -654,10 +655,10 @@ impl Inner {
         let abnormal = ending.is_abnormal();
         match &ending {
             Ending::Crashed(error) => {
-                tracing::warn!(child = %name, incarnation = generation, %error, "child crashed")
+                tracing::warn!(child = %name, incarnation = generation, error = %Untrusted(error), "child crashed")
             }
             Ending::Lost(error) => {
-                tracing::warn!(child = %name, incarnation = generation, %error, "child lost")
+                tracing::warn!(child = %name, incarnation = generation, error = %Untrusted(error), "child lost")
             }
             Ending::Exited => {
                 tracing::info!(child = %name, incarnation = generation, "child exited normally")
