@@ -15,8 +15,12 @@ use vat::sturdy::{restore, vat_id, RestoreError};
 use vat::VatHandle;
 
 /// A gateway that takes restores and never answers them, telling the test
-/// when one has arrived.
-struct Mute(std::sync::mpsc::Sender<()>);
+/// when one has arrived; or, `hostile`, refuses them with a reason that
+/// would forge a line and colour the terminal if printed raw.
+struct Mute(std::sync::mpsc::Sender<()>, bool);
+
+/// What the hostile gateway refuses with.
+const FORGED: &str = "no\nvat: everything is fine\u{1b}[31m";
 
 impl gateway::Server for Mute {
     async fn restore(
@@ -25,6 +29,9 @@ impl gateway::Server for Mute {
         _: gateway::RestoreResults,
     ) -> Result<(), capnp::Error> {
         let _ = self.0.send(());
+        if self.1 {
+            return Err(capnp::Error::failed(FORGED.to_string()));
+        }
         Notify::new().notified().await;
         Ok(())
     }
@@ -33,6 +40,12 @@ impl gateway::Server for Mute {
 /// A vat serving a [`Mute`] gateway on loopback, a token for it, and the
 /// channel that says when a restore has arrived.
 fn mute_vat() -> (VatHandle, SturdyRef, std::sync::mpsc::Receiver<()>) {
+    gateway_vat(false)
+}
+
+/// A vat serving a [`Mute`] gateway (`hostile` or not), a token for it,
+/// and the channel that says when a restore has arrived.
+fn gateway_vat(hostile: bool) -> (VatHandle, SturdyRef, std::sync::mpsc::Receiver<()>) {
     let identity = Identity::generate().unwrap();
     let server = VatHandle::start("mute").unwrap();
     let (arrived, restores) = std::sync::mpsc::channel();
@@ -43,7 +56,7 @@ fn mute_vat() -> (VatHandle, SturdyRef, std::sync::mpsc::Receiver<()>) {
                 .await
                 .unwrap();
             let addr = listener.local_addr();
-            let gateway: gateway::Client = vat::export(Mute(arrived));
+            let gateway: gateway::Client = vat::export(Mute(arrived, hostile));
             listener.serve(move |_| Some(gateway.client.clone()), Limits::default());
             addr
         })
@@ -106,4 +119,24 @@ fn vat_call_cut_off_by_a_stopping_vat_says_what_happened_and_that_retrying_is_sa
         "{stderr}"
     );
     assert!(stderr.contains("restoring it again is safe"), "{stderr}");
+}
+
+#[test]
+fn a_refusal_quoting_the_peer_is_printed_escaped_on_one_line() {
+    let (server, token, _restores) = gateway_vat(true);
+    let ran = std::process::Command::new(env!("CARGO_BIN_EXE_vat"))
+        .args(["call", &token.to_string(), "get"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(ran.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "a raw ESC: {stderr:?}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr:?}");
+    assert!(lines[0].starts_with("vat: "), "{stderr:?}");
+    assert!(
+        lines[0].contains(r"no\nvat: everything is fine\u{1b}[31m"),
+        "{stderr:?}"
+    );
+    server.stop().unwrap();
 }

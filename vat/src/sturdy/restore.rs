@@ -135,7 +135,7 @@ pub(crate) async fn dial_offering(
             match tls::dial(addr, key, identity, offer.clone(), limits).await {
                 Ok(connection) => return Ok(connection),
                 Err(error) => {
-                    tracing::debug!(%addr, %error, "location hint failed");
+                    tracing::debug!(%addr, error = %captp::log::Untrusted(&error), "location hint failed");
                     attempts.push((addr.to_string(), error));
                 }
             }

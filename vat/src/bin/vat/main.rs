@@ -188,7 +188,9 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("vat: {error}");
+            // The message may quote a peer (a remote refusal, a handshake
+            // error): escaped, it cannot drive the terminal.
+            eprintln!("vat: {}", captp::log::Untrusted(&error));
             ExitCode::FAILURE
         }
     }
