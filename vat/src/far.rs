@@ -11,14 +11,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use capnp::capability::{FromServer, Promise};
+use capnp::capability::{FromClientHook, FromServer, Promise};
 use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
 use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::core::VatCore;
 use crate::error::Error;
-use crate::heap::{self, Header, HeapEntry, ObjectKind};
+use crate::heap::{self, HeapEntry, ObjectKind};
 use crate::hook::{front_hook, Front};
 
 /// Exports `server` from the current vat as a capability of type `C`.
@@ -70,7 +70,18 @@ where
     if vat.capturing() {
         vat.note_export(inner.get_ptr(), header.id());
     }
-    C::new(front_hook(Rc::new(Turns { inner, header, vat })))
+    C::new(front_hook(Rc::new(Turns {
+        inner,
+        entry: header,
+        vat,
+    })))
+}
+
+/// Wraps the plain capnp client of `entry` (an object already in the heap)
+/// so that each call to it is a turn of that object.
+pub(crate) fn wrap<C: FromClientHook>(plain: C, entry: Rc<dyn HeapEntry>, vat: Rc<VatCore>) -> C {
+    let inner = plain.into_client_hook();
+    C::new(front_hook(Rc::new(Turns { inner, entry, vat })))
 }
 
 /// Runs `make`, catching a panic, and returns its outcome with every object
@@ -86,10 +97,11 @@ pub(crate) fn capture_exports<R>(
     (made, seen)
 }
 
-/// Wraps a local server's client so that every call to it is a turn.
+/// Wraps a local server's client so that every call to it is a turn of
+/// `entry`, the object it belongs to.
 struct Turns {
     inner: Box<dyn ClientHook>,
-    header: Rc<Header>,
+    entry: Rc<dyn HeapEntry>,
     vat: Rc<VatCore>,
 }
 
@@ -100,11 +112,11 @@ impl Turns {
     ) -> Result<(), capnp::Error> {
         match outcome {
             Ok(Ok(())) => {
-                self.vat.end_turn(&*self.header, None);
+                self.vat.end_turn(&*self.entry, None);
                 Ok(())
             }
             Ok(Err(error)) => {
-                self.vat.end_turn(&*self.header, None);
+                self.vat.end_turn(&*self.entry, None);
                 // Keep the kind when it crosses the wire: decoding errors
                 // become invalid-argument errors the caller can match on.
                 Err(Error::from(error).into())
@@ -115,8 +127,8 @@ impl Turns {
 
     fn crashed(&self, panic: Box<dyn std::any::Any + Send>) -> capnp::Error {
         self.vat
-            .end_turn(&*self.header, Some(panic))
-            .unwrap_or_else(|| self.header.crashed_error())
+            .end_turn(&*self.entry, Some(panic))
+            .unwrap_or_else(|| self.entry.header().crashed_error())
             .into()
     }
 }
@@ -129,10 +141,11 @@ impl Front for Turns {
         params: Box<dyn ParamsHook>,
         results: Box<dyn ResultsHook>,
     ) -> Promise<(), capnp::Error> {
-        if self.header.is_crashed() {
-            return Promise::err(self.header.crashed_error().into());
+        let header = self.entry.header();
+        if header.is_crashed() {
+            return Promise::err(header.crashed_error().into());
         }
-        self.header.count_message();
+        header.count_message();
         let started = catch_unwind(AssertUnwindSafe(|| {
             self.inner.call(interface_id, method_id, params, results)
         }));
@@ -141,7 +154,7 @@ impl Front for Turns {
                 let span = tracing::trace_span!(
                     "turn",
                     vat = self.vat.name(),
-                    object = %self.header.id(),
+                    object = %header.id(),
                     interface = interface_id,
                     method = method_id
                 );

@@ -44,6 +44,9 @@
 
 #![forbid(unsafe_code)]
 
+// The code `#[vat::object]` writes names this crate `::vat`, here too.
+extern crate self as vat;
+
 mod core;
 pub mod demo;
 mod error;
@@ -52,6 +55,7 @@ pub mod group;
 mod handle;
 mod heap;
 mod hook;
+mod object;
 mod panic_hook;
 mod promise;
 mod reference;
@@ -62,8 +66,10 @@ pub use error::{Error, ErrorKind};
 pub use far::export;
 pub use handle::{current, spawn, try_current, Completion, LocalVat, Root, VatBuilder, VatHandle};
 pub use heap::{ObjectId, ObjectInfo, ObjectKind, ObjectState};
+pub use object::{done, later, Far, Later, Reply, Served};
 pub use promise::{promise, Promise, Resolver};
 pub use reference::Ref;
+pub use vat_macros::object;
 
 /// Connections between vats: mutually authenticated TLS, plain TCP and
 /// in-memory pipes carrying Cap'n Proto RPC (the `captp` crate).

@@ -143,6 +143,14 @@ impl<T: 'static> Ref<T> {
         Ref { object }
     }
 
+    /// The object as a heap entry, with its vat.
+    pub(crate) fn entry(&self) -> crate::object::Entry {
+        (
+            self.object.clone() as Rc<dyn HeapEntry>,
+            self.object.vat.clone(),
+        )
+    }
+
     pub(crate) fn into_any(self) -> Rc<dyn std::any::Any> {
         self.object
     }
