@@ -306,6 +306,31 @@ impl VatHandle {
         Completion { result: rx }
     }
 
+    /// Runs asynchronous work inside the vat and waits for its result, from
+    /// a plain thread (not from inside a vat): [`run_async`](VatHandle::run_async)
+    /// and [`wait`](Completion::wait) in one, with the vat's own failure
+    /// (it stopped, the work panicked) folded into the work's error type.
+    ///
+    /// ```
+    /// let vat = vat::VatHandle::start("doc").unwrap();
+    /// let n: Result<u64, vat::Error> = vat.block_on(|| async {
+    ///     let counter = vat::spawn(40u64);
+    ///     counter.call(|n| *n += 2)?;
+    ///     counter.send(|n| *n).await
+    /// });
+    /// assert_eq!(n, Ok(42));
+    /// vat.stop().unwrap();
+    /// ```
+    pub fn block_on<T, E, F, Fut>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        self.run_async(work).wait().map_err(E::from)?
+    }
+
     /// Spawns the object that `make` builds in the vat and returns a [`Root`]
     /// for it: a `Send` token that keeps the object alive and gives its near
     /// reference back to code running inside the vat.

@@ -71,11 +71,4 @@ pub use promise::{promise, Promise, Resolver};
 pub use reference::Ref;
 pub use vat_macros::object;
 
-/// Connections between vats: mutually authenticated TLS, plain TCP and
-/// in-memory pipes carrying Cap'n Proto RPC (the `captp` crate).
-pub mod net {
-    pub use captp::{
-        dial, pipe, tls, Connection, Identity, IdentityError, Limits, Listener, NetError, PipeEnd,
-        PublicKey, Side,
-    };
-}
+pub mod net;

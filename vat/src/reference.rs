@@ -266,6 +266,24 @@ impl<T: 'static> Ref<T> {
         promise
     }
 
+    /// A one-way eventual send: queues `message` for a later turn, as
+    /// [`send`](Ref::send) does, and wants no result. E-order holds with
+    /// the object's other sends; a panic in it still crashes the object.
+    ///
+    /// ```
+    /// let vat = vat::VatHandle::start("doc").unwrap();
+    /// let n = vat.block_on(|| async {
+    ///     let counter = vat::spawn(0u32);
+    ///     counter.tell(|n| *n += 1);
+    ///     counter.send(|n| *n).await
+    /// });
+    /// assert_eq!(n, Ok(1));
+    /// vat.stop().unwrap();
+    /// ```
+    pub fn tell(&self, message: impl FnOnce(&mut T) + 'static) {
+        drop(self.send(message));
+    }
+
     /// An eventual send whose method starts asynchronous work: `message` runs
     /// in a turn with the object borrowed and returns a future; the promise
     /// resolves with that future's output. The future runs as a task of the
