@@ -8,221 +8,141 @@
 //!
 //! The protocol is the application's own, plain text lines over TCP (not
 //! captp): a line `status` is answered by one line per worker and a line
-//! `end`; any other line is answered by one line from one worker. The
-//! listener holds only the group: its call-one face (`Group::client`), a
-//! capability of the workers' own interface, for requests, and
-//! `Group::call_all` for the status. The three worker vats run in this
-//! process and reach the listener's vat over in-memory pipes, to keep the
-//! example self-contained; over the network they would join through TLS
-//! connections or sturdyrefs in the same way. The program runs a few client
-//! requests itself, prints the answers, and exits.
+//! `end`; any other line by one line from one worker. The listener holds
+//! only the group: its call-one face (`Group::client`), a capability of the
+//! workers' own interface, for requests, and `Group::call_all` for the
+//! status. The worker vats reach the listener's vat over in-memory pipes, to
+//! keep the example self-contained; over the network they would join through
+//! TLS connections or sturdyrefs in the same way.
 
-use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
-use std::rc::Rc;
 
 use schema::demo_capnp::callback;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use vat::group::{Group, Strategy};
-use vat::net::{Connection, Limits, PipeEnd, Side};
-use vat::VatHandle;
-
-/// Any error this program can meet, as one type that may cross threads.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use vat::net::{Connection, Limits, Side};
+use vat::{Error, VatHandle};
 
 /// A worker: answers a request with the request reversed, saying who did
 /// it; answers `status` with how many requests it served.
 struct Worker {
     name: String,
-    served: Cell<u64>,
+    served: u64,
 }
 
-impl callback::Server for Worker {
-    async fn call(
-        self: Rc<Self>,
+#[vat::object(callback)]
+impl Worker {
+    fn call(
+        &mut self,
         params: callback::CallParams,
         mut results: callback::CallResults,
-    ) -> Result<(), capnp::Error> {
+    ) -> vat::Reply {
         let request = params.get()?.get_message()?.to_str()?;
         let reply = if request == "status" {
-            format!("{}: served {}", self.name, self.served.get())
+            format!("{}: served {}", self.name, self.served)
         } else {
-            self.served.set(self.served.get() + 1);
+            self.served += 1;
             let reversed: String = request.chars().rev().collect();
             format!("{reversed} (by {})", self.name)
         };
         results.get().set_reply(reply.as_str());
-        Ok(())
+        vat::done()
     }
 }
 
-/// Starts a worker vat with two workers; returns it and the pipe ends its
-/// workers are reached through.
-fn worker_vat(name: &str) -> Result<(VatHandle, Vec<PipeEnd>), BoxError> {
-    let vat = VatHandle::start(name)?;
-    let mut ends = Vec::new();
-    for n in 1..=2 {
-        let (ours, theirs) = vat::net::pipe();
-        let worker = format!("{name}-{n}");
-        vat.run(move || {
-            let worker: callback::Client = vat::export(Worker {
-                name: worker,
-                served: Cell::new(0),
-            });
-            // The session lives as long as the vat or the pipe.
-            let _session = Connection::open(
-                theirs,
-                Side::Acceptor,
-                Some(worker.client),
-                Limits::default(),
-                "pipe",
-            );
-        })
-        .wait()?;
-        ends.push(ours);
-    }
-    Ok((vat, ends))
-}
-
-/// Asks one worker, through the group's call-one face.
-async fn ask_one(workers: &callback::Client, line: &str) -> String {
-    let mut request = workers.call_request();
-    request.get().set_message(line);
-    let answer = async {
-        let response = request.send().promise.await?;
-        Ok::<_, capnp::Error>(response.get()?.get_reply()?.to_string()?)
-    };
-    answer
-        .await
-        .unwrap_or_else(|e| format!("error: {}", vat::Error::from(e)))
-}
-
-/// Asks every worker for its status: one line each.
-async fn ask_everyone(group: &Group) -> Vec<String> {
-    let replies = group
-        .call_all(|worker: callback::Client| async move {
-            let mut request = worker.call_request();
-            request.get().set_message("status");
-            let response = request.send().promise.await?;
-            Ok(response.get()?.get_reply()?.to_string()?)
-        })
-        .await;
-    replies
-        .into_iter()
-        .map(|reply| match reply.outcome {
-            Ok(status) => status,
-            Err(error) => format!("{}: error: {error}", reply.member),
-        })
-        .collect()
+/// Asks `worker` (one member, or the group's call-one face) with `line`.
+async fn ask(worker: callback::Client, line: String) -> Result<String, capnp::Error> {
+    let mut request = worker.call_request();
+    request.get().set_message(line.as_str());
+    let response = request.send().promise.await?;
+    Ok(response.get()?.get_reply()?.to_string()?)
 }
 
 /// Serves one client: a reply per request line.
 async fn serve_client(stream: tokio::net::TcpStream, group: Group) -> std::io::Result<()> {
-    let workers: callback::Client = group.client();
     let (read, mut write) = stream.into_split();
     let mut lines = tokio::io::BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
-        let mut out = String::new();
-        if line == "status" {
-            for status in ask_everyone(&group).await {
-                out.push_str(&status);
-                out.push('\n');
-            }
-            out.push_str("end\n");
+        let answer =
+            |reply: Result<String, _>| reply.unwrap_or_else(|e| format!("error: {e}")) + "\n";
+        let out = if line == "status" {
+            let replies = group.call_all(|w| ask(w, "status".into())).await;
+            let lines: Vec<String> = replies.into_iter().map(|r| answer(r.outcome)).collect();
+            lines.concat() + "end\n"
         } else {
-            out.push_str(&ask_one(&workers, &line).await);
-            out.push('\n');
-        }
+            answer(ask(group.client(), line).await.map_err(Error::from))
+        };
         write.write_all(out.as_bytes()).await?;
     }
     Ok(())
 }
 
-fn main() -> Result<(), BoxError> {
-    // 1. Three vats of workers, two workers each.
-    let mut vats = Vec::new();
-    let mut ends = Vec::new();
+fn main() -> Result<(), Error> {
+    // 1. Three vats of two workers each, reached over in-memory pipes.
+    let (mut vats, mut ends) = (Vec::new(), Vec::new());
     for name in ["alpha", "beta", "gamma"] {
-        let (vat, pipes) = worker_vat(name)?;
+        let vat = VatHandle::start(name)?;
+        for n in 1..=2 {
+            let (ours, theirs) = vat::net::pipe();
+            let name = format!("{name}-{n}");
+            vat.run(move || {
+                let worker: callback::Client = vat::spawn(Worker { name, served: 0 }).export();
+                // The session lives as long as the vat or the pipe.
+                let offer = Some(worker.client);
+                Connection::open(theirs, Side::Acceptor, offer, Limits::default(), "pipe");
+            })
+            .wait()?;
+            ends.push(ours);
+        }
         vats.push(vat);
-        ends.extend(pipes);
     }
 
     // 2. The listener's vat: a group of the six workers, and a TCP server
     //    whose every client is served through the group.
     let front = VatHandle::start("front")?;
-    let addr = front
-        .run_async(move || async move {
-            let group = Group::new("workers", Strategy::RoundRobin);
-            for end in ends {
-                let connection =
-                    Connection::open(end, Side::Dialer, None, Limits::default(), "pipe");
-                let worker: callback::Client = connection.peer();
-                group.join(worker).keep();
+    let addr = front.block_on(move || async move {
+        let group = Group::new("workers", Strategy::RoundRobin);
+        for end in ends {
+            let connection = Connection::open(end, Side::Dialer, None, Limits::default(), "pipe");
+            group.join(connection.peer::<callback::Client>()).keep();
+        }
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        tokio::task::spawn_local(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::task::spawn_local(serve_client(stream, group.clone()));
             }
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-            let addr = listener.local_addr()?;
-            tokio::task::spawn_local(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let group = group.clone();
-                    tokio::task::spawn_local(async move {
-                        if let Err(error) = serve_client(stream, group).await {
-                            eprintln!("a client's connection failed: {error}");
-                        }
-                    });
-                }
-            });
-            Ok::<_, BoxError>(addr)
-        })
-        .wait()??;
+        });
+        Ok::<_, Error>(addr)
+    })?;
     println!("serving on {addr}");
 
     // 3. A client: a few requests, then the status of every worker.
     let stream = std::net::TcpStream::connect(addr)?;
     let mut replies = BufReader::new(stream.try_clone()?).lines();
+    let mut next = || replies.next().unwrap_or(Ok(String::new())); // "" at the end
     let mut requests = stream;
-    let mut served_by = Vec::new();
-    for word in [
-        "capability",
-        "vat",
-        "group",
-        "pipeline",
-        "turn",
-        "promise",
-        "sturdy",
-    ] {
+    for word in "capability vat group pipeline turn promise sturdy".split(' ') {
         writeln!(requests, "{word}")?;
-        let reply = replies.next().ok_or("the server closed the connection")??;
-        println!("{word:>10} -> {reply}");
-        served_by.push(reply);
+        println!("{word:>10} -> {}", next()?);
     }
     writeln!(requests, "status")?;
-    println!("status:");
-    let mut statuses = Vec::new();
-    loop {
-        let line = replies.next().ok_or("the server closed the connection")??;
-        if line == "end" {
-            break;
-        }
+    let (mut workers, mut total) = (0, 0);
+    for line in std::iter::from_fn(|| next().ok()).take_while(|l| !l.is_empty() && l != "end") {
         println!("  {line}");
-        statuses.push(line);
+        let served = line.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
+        (workers, total) = (workers + 1, total + served.unwrap_or(0));
     }
-    // Round-robin: seven requests over six workers, so one served two.
-    assert_eq!(statuses.len(), 6, "one status line per worker");
-    let total: u64 = statuses
-        .iter()
-        .filter_map(|s| s.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert_eq!(total, 7, "every request was served exactly once");
-    assert!(served_by.iter().all(|r| r.contains("(by ")));
+    // Round-robin: seven requests over six workers, each served once.
+    assert_eq!(
+        (workers, total),
+        (6, 7),
+        "one status per worker, each request served once"
+    );
 
     // 4. Stop: the front first, then the workers.
-    drop(requests);
     front.stop()?;
-    for vat in vats {
-        vat.stop()?;
-    }
-    Ok(())
+    vats.iter().try_for_each(VatHandle::stop)
 }
 
 #[cfg(test)]

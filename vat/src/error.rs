@@ -145,6 +145,27 @@ impl Error {
     }
 }
 
+impl From<std::io::Error> for Error {
+    /// An input/output failure of a vat program (a socket, a file): a
+    /// connection that was refused, reset or cut is
+    /// [`Disconnected`](ErrorKind::Disconnected), anything else
+    /// [`Failed`](ErrorKind::Failed).
+    fn from(error: std::io::Error) -> Error {
+        use std::io::ErrorKind as Io;
+        let kind = match error.kind() {
+            Io::ConnectionRefused
+            | Io::ConnectionReset
+            | Io::ConnectionAborted
+            | Io::NotConnected
+            | Io::BrokenPipe
+            | Io::UnexpectedEof
+            | Io::TimedOut => ErrorKind::Disconnected,
+            _ => ErrorKind::Failed,
+        };
+        Error::new(kind, error.to_string())
+    }
+}
+
 /// The kinds that travel as a tag in an exception's reason.
 const TAGGED: [ErrorKind; 7] = [
     ErrorKind::Crashed,

@@ -212,6 +212,12 @@ impl<U: 'static> Promise<Ref<U>> {
         });
         promise
     }
+
+    /// A one-way send to the promised object ([`Ref::tell`](crate::Ref::tell) on a promise):
+    /// pipelined like [`send`](Promise::send), with no answer wanted.
+    pub fn tell(&self, message: impl FnOnce(&mut U) + 'static) {
+        drop(self.send(message));
+    }
 }
 
 impl<T> Resolver<T> {
