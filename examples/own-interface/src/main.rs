@@ -1,42 +1,40 @@
 //! A program with its own interface, compiled by vat-build, served by one
 //! vat and called from another over TLS.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use vat::net::{tls, Identity, Limits};
 
 include!(concat!(env!("OUT_DIR"), "/vat_schemas.rs"));
 
 use teller_capnp::teller;
 
-/// One account's teller.
+/// One account's teller: its state is a plain field.
 #[derive(Default)]
 struct Teller {
-    balance: Cell<u64>,
+    balance: u64,
 }
 
-impl teller::Server for Teller {
-    async fn deposit(
-        self: Rc<Self>,
+#[vat::object(teller)]
+impl Teller {
+    fn deposit(
+        &mut self,
         params: teller::DepositParams,
         mut results: teller::DepositResults,
-    ) -> Result<(), capnp::Error> {
-        let amount = params.get()?.get_amount();
-        let balance = self.balance.get().saturating_add(amount);
-        self.balance.set(balance);
-        results.get().set_balance(balance);
-        Ok(())
+    ) -> vat::Reply {
+        self.balance = self.balance.saturating_add(params.get()?.get_amount());
+        results.get().set_balance(self.balance);
+        vat::done()
     }
 
-    async fn balance(
-        self: Rc<Self>,
+    fn balance(
+        &mut self,
         _: teller::BalanceParams,
         mut results: teller::BalanceResults,
-    ) -> Result<(), capnp::Error> {
-        results.get().set_balance(self.balance.get());
-        Ok(())
+    ) -> vat::Reply {
+        results.get().set_balance(self.balance);
+        vat::done()
     }
+
+    // `close` is left out: capnp answers it `unimplemented`.
 }
 
 /// What can go wrong on the customer's side.
@@ -57,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let listener =
                 tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &bank_identity).await?;
             let addr = listener.local_addr();
-            let teller: teller::Client = vat::export(Teller::default());
+            let teller: teller::Client = vat::spawn(Teller::default()).export();
             listener.serve(move |_| Some(teller.client.clone()), Limits::default());
             Ok::<_, vat::net::NetError>(addr)
         })
