@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use schema::demo_capnp::{chain, host};
 use vat::VatHandle;
 
@@ -263,4 +263,26 @@ criterion_group! {
     config = config();
     targets = far
 }
-criterion_main!(benches);
+
+/// `VAT_CALLS=object:N` (or `export:N`) makes the binary run N echo calls
+/// on that kind of host and exit, for counting instructions from outside:
+/// `valgrind --tool=callgrind` at two values of N, the difference divided
+/// by the difference in N is the instructions per call, set-up cancelled.
+fn main() {
+    if let Ok(spec) = std::env::var("VAT_CALLS") {
+        let (kind, count) = spec
+            .split_once(':')
+            .expect("VAT_CALLS=object:N or export:N");
+        let count: u64 = count.parse().expect("a number of calls");
+        let pair = match kind {
+            "object" => Pair::start(|| vat::spawn(Host).export()),
+            "export" => Pair::start(|| vat::export(OldHost)),
+            other => panic!("VAT_CALLS names object or export, not {other}"),
+        };
+        pair.time(echo_one, count);
+        pair.stop();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
