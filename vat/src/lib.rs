@@ -32,9 +32,13 @@
 //! - [`Promise<Ref<T>>`](Promise::send) can be sent to before it resolves
 //!   (**promise pipelining**): the messages wait in the promise and follow it
 //!   to its target in order.
-//! - A **far reference** is a Cap'n Proto capability. [`export`] turns a
-//!   server into one; capnp-rpc carries calls to it from other vats, with
-//!   pipelining across the network ([`net`]).
+//! - A **far reference** is a Cap'n Proto capability. An object written
+//!   with [`#[vat::object(interface)]`](macro@object) (its interface's methods
+//!   taking `&mut self`) is spawned once and gives its capability through
+//!   [`Ref::export`]: near and far calls are turns of the same object (the
+//!   [`object`](mod@crate::object) module docs have the model). [`export`]
+//!   turns any other capnp server into one; capnp-rpc carries calls to it
+//!   from other vats, with pipelining across the network ([`net`]).
 //! - A panic in any turn is caught: the caller's promise breaks with a
 //!   [`Crashed`](ErrorKind::Crashed) error naming the object and the panic
 //!   message, the object is marked crashed, and the vat goes on.
@@ -55,7 +59,7 @@ pub mod group;
 mod handle;
 mod heap;
 mod hook;
-mod object;
+pub mod object;
 mod panic_hook;
 mod promise;
 mod reference;

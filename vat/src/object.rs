@@ -4,7 +4,7 @@
 //!
 //! An object is a plain struct holding its state. Its interface's methods
 //! are written once, as methods of the struct taking `&mut self`, in an
-//! `impl` block marked [`#[vat::object(interface)]`](crate::object):
+//! `impl` block marked [`#[vat::object(interface)]`](macro@crate::object):
 //!
 //! ```
 //! use schema::demo_capnp::counter;
@@ -103,7 +103,7 @@ pub fn later(work: impl Future<Output = Result<(), capnp::Error>> + 'static) -> 
 }
 
 /// An object's interface, served from its `&mut self` methods: written by
-/// [`#[vat::object]`](crate::object), used by [`Ref::export`].
+/// [`#[vat::object]`](macro@crate::object), used by [`Ref::export`].
 pub trait Far<C>: Sized + 'static {
     /// The Cap'n Proto server that answers `C`'s methods with turns of the
     /// object.
@@ -114,7 +114,7 @@ pub trait Far<C>: Sized + 'static {
 }
 
 /// An object as its interface's server holds it (see [`Far`]); code written
-/// by [`#[vat::object]`](crate::object) calls [`Served::turn`].
+/// by [`#[vat::object]`](macro@crate::object) calls [`Served::turn`].
 pub struct Served<T: 'static>(Ref<T>);
 
 impl<T: 'static> Served<T> {
@@ -144,7 +144,7 @@ impl<T: 'static> Served<T> {
 
 impl<T: 'static> Ref<T> {
     /// The object's capability for other vats, speaking interface `C`
-    /// (which its [`#[vat::object(…)]`](crate::object) block serves). Calls
+    /// (which its [`#[vat::object(…)]`](macro@crate::object) block serves). Calls
     /// through it are turns of this same object. Each call makes a new
     /// capability (another vat sees two exports): make it once and clone
     /// the client.

@@ -261,7 +261,8 @@ impl SupervisorBuilder {
     /// gives up, the vat stops and the process exits with
     /// [`ROOT_GAVE_UP_EXIT`](super::ROOT_GAVE_UP_EXIT), unless
     /// [`on_give_up`](SupervisorBuilder::on_give_up) says otherwise. A vat
-    /// has at most one root supervisor ([`root`](super::root) finds it).
+    /// has at most one root supervisor; hand on the `Supervisor` this
+    /// returns to whoever may manage its children.
     pub async fn start_root(self) -> Result<Supervisor, Error> {
         Supervisor::start(self, true).await
     }
