@@ -8,6 +8,7 @@
 //! caller's promise with a [`Crashed`](crate::ErrorKind::Crashed) error while
 //! the vat serves everyone else. A crashed object refuses further calls.
 
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
@@ -57,8 +58,20 @@ where
     C: FromServer<S>,
     S: 'static,
 {
+    export_rc(Rc::new(server), None).0
+}
+
+/// [`export`] of a server already behind an `Rc`, whose pointer is the
+/// capability's identity (`get_ptr`). `release`, if any, is dropped with
+/// the capability's last reference, when the vat lets go of the object (a
+/// brand forgets its member then). Returns the object's heap record too.
+pub(crate) fn export_rc<C, S>(server: Rc<S>, release: Option<Box<dyn Any>>) -> (C, Rc<Header>)
+where
+    C: FromServer<S>,
+    S: 'static,
+{
     let vat = crate::current().core().clone();
-    let plain: C = capnp_rpc::new_client(server);
+    let plain: C = capnp_rpc::new_client_from_rc(server);
     let header = heap::standalone(
         vat.heap()
             .new_header(std::any::type_name::<S>(), ObjectKind::Far),
@@ -70,7 +83,13 @@ where
     if vat.capturing() {
         vat.note_export(inner.get_ptr(), header.id());
     }
-    C::new(front_hook(Rc::new(Turns { inner, header, vat })))
+    let turns = Turns {
+        inner,
+        header: Rc::clone(&header),
+        vat,
+        _release: release,
+    };
+    (C::new(front_hook(Rc::new(turns))), header)
 }
 
 /// Runs `make`, catching a panic, and returns its outcome with every object
@@ -91,6 +110,8 @@ struct Turns {
     inner: Box<dyn ClientHook>,
     header: Rc<Header>,
     vat: Rc<VatCore>,
+    /// Dropped with the last reference (see [`export_rc`]).
+    _release: Option<Box<dyn Any>>,
 }
 
 impl Turns {

@@ -34,7 +34,8 @@
 //!   to its target in order.
 //! - A **far reference** is a Cap'n Proto capability. [`export`] turns a
 //!   server into one; capnp-rpc carries calls to it from other vats, with
-//!   pipelining across the network ([`net`]).
+//!   pipelining across the network ([`net`]). A [`Brand`] exports them too
+//!   and recognises its own among the capabilities handed back.
 //! - A panic in any turn is caught: the caller's promise breaks with a
 //!   [`Crashed`](ErrorKind::Crashed) error naming the object and the panic
 //!   message, the object is marked crashed, and the vat goes on.
@@ -55,6 +56,7 @@ mod hook;
 mod panic_hook;
 mod promise;
 mod reference;
+mod seal;
 pub mod sturdy;
 pub mod supervise;
 
@@ -64,6 +66,7 @@ pub use handle::{current, spawn, try_current, Completion, LocalVat, Root, VatBui
 pub use heap::{ObjectId, ObjectInfo, ObjectKind, ObjectState};
 pub use promise::{promise, Promise, Resolver};
 pub use reference::Ref;
+pub use seal::Brand;
 
 /// Connections between vats: mutually authenticated TLS, plain TCP and
 /// in-memory pipes carrying Cap'n Proto RPC (the `captp` crate).
