@@ -254,7 +254,8 @@ impl Bank {
                     opening_balance,
                     payees: RefCell::new(HashMap::new()),
                 });
-                let listener = tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &identity).await?;
+                let listener =
+                    tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &identity).await?;
                 let addr = listener.local_addr();
                 listener.serve(move |_| Some(market.client.clone()), Limits::default());
                 let root = vat::current().root(&vat::spawn(issuer));
@@ -298,9 +299,10 @@ impl payee::Server for Receiver {
         mut results: payee::ReceiveResults,
     ) -> Result<(), capnp::Error> {
         let payment = params.get()?.get_payment()?;
-        let purse = self.0.get().cloned().ok_or_else(|| {
-            vat::Error::new(ErrorKind::Failed, "this customer has no purse yet")
-        })?;
+        let purse =
+            self.0.get().cloned().ok_or_else(|| {
+                vat::Error::new(ErrorKind::Failed, "this customer has no purse yet")
+            })?;
         let amount = balance(&payment).await?;
         deposit(&purse, amount, &payment).await?;
         results.get().set_amount(amount);
@@ -313,7 +315,11 @@ async fn balance(purse: &purse::Client) -> Result<i64, capnp::Error> {
     Ok(response.get()?.get_balance())
 }
 
-async fn deposit(into: &purse::Client, amount: i64, src: &purse::Client) -> Result<(), capnp::Error> {
+async fn deposit(
+    into: &purse::Client,
+    amount: i64,
+    src: &purse::Client,
+) -> Result<(), capnp::Error> {
     let mut request = into.deposit_request();
     request.get().set_amount(amount);
     request.get().set_src(src.clone());
@@ -391,15 +397,21 @@ impl Customer {
         F: FnOnce(Account) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = R> + 'static,
     {
+        Ok(self.start(work).wait()??)
+    }
+
+    /// [`with`](Customer::with), without waiting for it.
+    fn start<R, F, Fut>(&self, work: F) -> vat::Completion<Result<R, vat::Error>>
+    where
+        R: Send + 'static,
+        F: FnOnce(Account) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+    {
         let root = Arc::clone(&self.account);
-        let outcome = self
-            .vat
-            .run_async(move || async move {
-                let account = root.get()?.call(|a| a.clone())?;
-                Ok::<_, vat::Error>(work(account).await)
-            })
-            .wait()??;
-        Ok(outcome)
+        self.vat.run_async(move || async move {
+            let account = root.get()?.call(|a| a.clone())?;
+            Ok::<_, vat::Error>(work(account).await)
+        })
     }
 
     fn balance(&self) -> Result<i64, BoxError> {
@@ -498,5 +510,300 @@ mod tests {
     #[test]
     fn the_story_runs_to_the_end() {
         main().unwrap();
+    }
+
+    fn refused_as_not_genuine(outcome: Result<(), vat::Error>) {
+        let error = outcome.expect_err("the deposit must be refused");
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+        assert!(
+            error.message().contains("not a purse of this mint"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_counterfeit_or_another_mints_purse_is_refused_and_moves_nothing() {
+        let bank = Bank::open("bank", 100).unwrap();
+        let rival = Bank::open("rival", 100).unwrap();
+        let mallory = VatHandle::start("mallory").unwrap();
+        let (here, there) = ((bank.addr, bank.key), (rival.addr, rival.key));
+        let (forged, foreign, balances) = mallory
+            .run_async(move || async move {
+                let ours = Account::open("mallory", here.0, here.1).await.unwrap();
+                let theirs = Account::open("mallory", there.0, there.1).await.unwrap();
+                let fake: purse::Client = vat::export(Counterfeit);
+                let forged = deposit(&ours.purse, 50, &fake).await;
+                let foreign = deposit(&ours.purse, 50, &theirs.purse).await;
+                let balances = (
+                    ours.balance().await.unwrap(),
+                    theirs.balance().await.unwrap(),
+                );
+                (
+                    forged.map_err(vat::Error::from),
+                    foreign.map_err(vat::Error::from),
+                    balances,
+                )
+            })
+            .wait()
+            .unwrap();
+        refused_as_not_genuine(forged);
+        refused_as_not_genuine(foreign);
+        assert_eq!(balances, (100, 100), "nothing moved");
+        for audit in [bank.audit().unwrap(), rival.audit().unwrap()] {
+            assert_eq!((audit.minted, audit.total()), (100, 100));
+        }
+        mallory.stop().unwrap();
+        bank.vat.stop().unwrap();
+        rival.vat.stop().unwrap();
+    }
+
+    #[test]
+    fn a_genuine_purse_handed_on_through_another_vat_is_refused() {
+        // RPC level 1: alice hands bob her payment over a connection of
+        // their own, so bob holds alice's proxy of it, and that is what the
+        // bank is handed. The money stays in the payment.
+        let bank = Bank::open("bank", 100).unwrap();
+        let alice = Customer::join("alice", &bank).unwrap();
+        let bob = Customer::join("bob", &bank).unwrap();
+        let identity = Identity::generate().unwrap();
+        let key = identity.public_key();
+        let addr = bob
+            .with(move |a| async move {
+                let direct: payee::Client = vat::export(Receiver(Rc::new(OnceCell::from(a.purse))));
+                let listener = tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &identity)
+                    .await
+                    .unwrap();
+                let addr = listener.local_addr();
+                listener.serve(move |_| Some(direct.client.clone()), Limits::default());
+                addr
+            })
+            .unwrap();
+        let (refused, held, recovered) = alice
+            .with(move |a| async move {
+                let connection = tls::dial(addr, key, None, None, Limits::default())
+                    .await
+                    .unwrap();
+                let bob_directly: payee::Client = connection.peer();
+                let payment = sprout(&a.purse).await.unwrap();
+                deposit(&payment, 40, &a.purse).await.unwrap();
+                let mut receive = bob_directly.receive_request();
+                receive.get().set_payment(payment.clone());
+                let refused = receive.send().promise.await.map(|_| ());
+                let held = balance(&payment).await.unwrap();
+                deposit(&a.purse, held, &payment).await.unwrap();
+                (
+                    refused.map_err(vat::Error::from),
+                    held,
+                    a.balance().await.unwrap(),
+                )
+            })
+            .unwrap();
+        refused_as_not_genuine(refused);
+        assert_eq!(held, 40, "the payment kept its money");
+        assert_eq!((recovered, bob.balance().unwrap()), (100, 100));
+        alice.vat.stop().unwrap();
+        bob.vat.stop().unwrap();
+        bank.vat.stop().unwrap();
+    }
+
+    #[test]
+    fn concurrent_deposits_from_one_purse_take_only_what_it_holds() {
+        let bank = Bank::open("bank", 100).unwrap();
+        let alice = Customer::join("alice", &bank).unwrap();
+        // Ten deposits of 30 from alice's 100, all sent before any is
+        // answered: exactly three fit.
+        let (outcomes, targets, left) = alice
+            .with(|a| async move {
+                let mut targets = Vec::new();
+                for _ in 0..10 {
+                    targets.push(sprout(&a.purse).await.unwrap());
+                }
+                let deposits = targets.iter().map(|t| deposit(t, 30, &a.purse));
+                let outcomes: Vec<Result<(), vat::Error>> = futures::future::join_all(deposits)
+                    .await
+                    .into_iter()
+                    .map(|o| o.map_err(vat::Error::from))
+                    .collect();
+                let mut balances = Vec::new();
+                for target in &targets {
+                    balances.push(balance(target).await.unwrap());
+                }
+                (outcomes, balances, a.balance().await.unwrap())
+            })
+            .unwrap();
+        let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(succeeded, 3, "{outcomes:?}");
+        for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert_eq!(refused.kind(), ErrorKind::Failed, "{refused}");
+            assert!(
+                refused.message().contains("insufficient funds"),
+                "{refused}"
+            );
+        }
+        assert_eq!(targets.iter().sum::<i64>(), 90);
+        assert_eq!(left, 10);
+        let audit = bank.audit().unwrap();
+        assert_eq!((audit.minted, audit.total()), (100, 100), "nothing created");
+        alice.vat.stop().unwrap();
+        bank.vat.stop().unwrap();
+    }
+
+    #[test]
+    fn one_payment_handed_to_two_payees_is_spent_once() {
+        let bank = Bank::open("bank", 100).unwrap();
+        let alice = Customer::join("alice", &bank).unwrap();
+        let bob = Customer::join("bob", &bank).unwrap();
+        let carol = Customer::join("carol", &bank).unwrap();
+        let taken = alice
+            .with(|a| async move {
+                let payment = sprout(&a.purse).await.unwrap();
+                deposit(&payment, 60, &a.purse).await.unwrap();
+                let mut payees = Vec::new();
+                for name in ["bob", "carol"] {
+                    let mut find = a.market.payee_request();
+                    find.get().set_name(name);
+                    let found = find.send().promise.await.unwrap();
+                    payees.push(found.get().unwrap().get_payee().unwrap());
+                }
+                let receipts = payees.iter().map(|payee| {
+                    let mut receive = payee.receive_request();
+                    receive.get().set_payment(payment.clone());
+                    async move {
+                        let response = receive.send().promise.await?;
+                        Ok::<_, capnp::Error>(response.get()?.get_amount())
+                    }
+                });
+                futures::future::join_all(receipts)
+                    .await
+                    .into_iter()
+                    .map(|r| r.map_err(vat::Error::from))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        // One payee takes the 60; the other is refused (or, if it looked
+        // after the first took it, takes the 0 it saw).
+        let full = taken.iter().filter(|t| matches!(t, Ok(60))).count();
+        assert_eq!(full, 1, "{taken:?}");
+        assert!(
+            taken.iter().all(|t| matches!(t, Ok(60) | Ok(0))
+                || t.as_ref()
+                    .is_err_and(|e| e.message().contains("insufficient funds"))),
+            "{taken:?}"
+        );
+        let balances = (
+            alice.balance().unwrap(),
+            bob.balance().unwrap(),
+            carol.balance().unwrap(),
+        );
+        assert_eq!(balances.0, 40);
+        assert_eq!(balances.1 + balances.2, 260, "{balances:?}");
+        let audit = bank.audit().unwrap();
+        assert_eq!((audit.minted, audit.total()), (300, 300));
+        for customer in [alice, bob, carol] {
+            customer.vat.stop().unwrap();
+        }
+        bank.vat.stop().unwrap();
+    }
+
+    /// xorshift64*: enough randomness for picking payments, reproducible
+    /// from its seed.
+    struct Random(u64);
+
+    impl Random {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    #[test]
+    fn a_thousand_concurrent_random_payments_conserve_the_money() {
+        const OPENING: i64 = 1_000;
+        const PAYMENTS: usize = 1_000;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        let mut random = Random(seed);
+        let bank = Bank::open("bank", OPENING).unwrap();
+        let names = ["alice", "bob", "carol"];
+        let customers: Vec<Customer> = names
+            .iter()
+            .map(|name| Customer::join(name, &bank).unwrap())
+            .collect();
+        // Each customer's share, as (payee, amount).
+        let mut plans: Vec<Vec<(&'static str, i64)>> = vec![Vec::new(); names.len()];
+        for _ in 0..PAYMENTS {
+            let payer = random.below(3) as usize;
+            let payee = (payer + 1 + random.below(2) as usize) % 3;
+            let amount = 1 + random.below(700) as i64;
+            plans[payer].push((names[payee], amount));
+        }
+        // Every customer sends all its payments at once, the three vats at
+        // the same time.
+        let running: Vec<_> = customers
+            .iter()
+            .zip(plans)
+            .map(|(customer, plan)| {
+                customer.start(move |a| async move {
+                    let payments = plan.iter().map(|(to, amount)| a.pay(to, *amount));
+                    futures::future::join_all(payments)
+                        .await
+                        .into_iter()
+                        .map(|paid| paid.map_err(vat::Error::from))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for done in running {
+            outcomes.extend(done.wait().unwrap().unwrap());
+        }
+        assert_eq!(outcomes.len(), PAYMENTS);
+        let failed: Vec<&vat::Error> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+        for error in &failed {
+            assert!(
+                error.message().contains("insufficient funds"),
+                "seed {seed}: {error}"
+            );
+        }
+        assert!(
+            !failed.is_empty(),
+            "seed {seed}: some payments must not fit"
+        );
+        assert!(
+            failed.len() < PAYMENTS,
+            "seed {seed}: some payments must fit"
+        );
+
+        let audit = bank.audit().unwrap();
+        assert_eq!(
+            audit.minted,
+            OPENING * 3,
+            "seed {seed}: nothing minted but the openings"
+        );
+        assert!(
+            audit.balances.iter().all(|b| *b >= 0),
+            "seed {seed}: {audit:?}"
+        );
+        assert_eq!(audit.total(), audit.minted, "seed {seed}: {audit:?}");
+        let held: i64 = customers.iter().map(|c| c.balance().unwrap()).sum();
+        assert_eq!(
+            held,
+            OPENING * 3,
+            "seed {seed}: every payment purse ends empty"
+        );
+        println!(
+            "seed {seed}: {} payments made, {} refused for insufficient funds",
+            PAYMENTS - failed.len(),
+            failed.len()
+        );
+        for customer in customers {
+            customer.vat.stop().unwrap();
+        }
+        bank.vat.stop().unwrap();
     }
 }

@@ -136,14 +136,21 @@ fn a_brands_own_export_is_recognised_locally_and_nothing_else_is() {
         let mine: sequencer::Client = brand.export(Token::default());
         push(&mine, 1).await.unwrap();
         let found = brand.recognise(&mine).await.expect("our own export");
-        assert_eq!(found.pushes.get(), 1, "the very object behind the capability");
+        assert_eq!(
+            found.pushes.get(),
+            1,
+            "the very object behind the capability"
+        );
         // A copy of the capability is the same object.
         assert!(brand.recognise(&mine.clone()).await.is_some());
 
         let other_brand = Brand::new();
         let theirs: sequencer::Client = other_brand.export(Token::default());
         assert!(brand.recognise(&theirs).await.is_none(), "another brand's");
-        assert!(other_brand.recognise(&mine).await.is_none(), "another brand's");
+        assert!(
+            other_brand.recognise(&mine).await.is_none(),
+            "another brand's"
+        );
 
         let plain: sequencer::Client = vat::export(Token::default());
         assert!(brand.recognise(&plain).await.is_none(), "a plain export");
@@ -156,10 +163,15 @@ fn a_brands_own_export_is_recognised_locally_and_nothing_else_is() {
         // A promise is followed to what it resolves to.
         let (sender, receiver) = tokio::sync::oneshot::channel::<sequencer::Client>();
         let promise: sequencer::Client = capnp_rpc::new_future_client(async move {
-            receiver.await.map_err(|_| capnp::Error::failed("gone".into()))
+            receiver
+                .await
+                .map_err(|_| capnp::Error::failed("gone".into()))
         });
         sender.send(mine.clone()).ok().unwrap();
-        assert!(brand.recognise(&promise).await.is_some(), "a promise for ours");
+        assert!(
+            brand.recognise(&promise).await.is_some(),
+            "a promise for ours"
+        );
 
         let broken: sequencer::Client = capnp_rpc::new_future_client(async {
             Err::<sequencer::Client, _>(capnp::Error::failed("never".into()))
@@ -168,7 +180,10 @@ fn a_brands_own_export_is_recognised_locally_and_nothing_else_is() {
         let broken = sequencer::Client {
             client: capnp_rpc::new_broken_cap(capnp::Error::failed("broken".into())),
         };
-        assert!(brand.recognise(&broken).await.is_none(), "a broken reference");
+        assert!(
+            brand.recognise(&broken).await.is_none(),
+            "a broken reference"
+        );
     })
     .wait()
     .unwrap();
@@ -218,10 +233,16 @@ fn an_export_sent_to_another_vat_and_handed_back_is_recognised() {
             // cancelled question, whose pipeline never resolves.
             let answer = reflect.send();
             let promised = answer.pipeline.get_sequencer();
-            assert!(brand.recognise(&promised).await.is_some(), "a promise for ours");
+            assert!(
+                brand.recognise(&promised).await.is_some(),
+                "a promise for ours"
+            );
             answer.promise.await.unwrap();
             // Resolved by now: followed without waiting for more.
-            assert!(brand.recognise(&promised).await.is_some(), "a resolved promise");
+            assert!(
+                brand.recognise(&promised).await.is_some(),
+                "a resolved promise"
+            );
         })
         .wait()
         .unwrap();
