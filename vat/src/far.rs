@@ -8,6 +8,7 @@
 //! caller's promise with a [`Crashed`](crate::ErrorKind::Crashed) error while
 //! the vat serves everyone else. A crashed object refuses further calls.
 
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
@@ -18,7 +19,7 @@ use tracing::Instrument;
 
 use crate::core::VatCore;
 use crate::error::Error;
-use crate::heap::{self, HeapEntry, ObjectKind};
+use crate::heap::{self, Header, HeapEntry, ObjectKind};
 use crate::hook::{front_hook, Front};
 
 /// Exports `server` from the current vat as a capability of type `C`.
@@ -57,8 +58,20 @@ where
     C: FromServer<S>,
     S: 'static,
 {
+    export_rc(Rc::new(server), None).0
+}
+
+/// [`export`] of a server already behind an `Rc`, whose pointer is the
+/// capability's identity (`get_ptr`). `release`, if any, is dropped with
+/// the capability's last reference, when the vat lets go of the object (a
+/// brand forgets its member then). Returns the object's heap record too.
+pub(crate) fn export_rc<C, S>(server: Rc<S>, release: Option<Box<dyn Any>>) -> (C, Rc<Header>)
+where
+    C: FromServer<S>,
+    S: 'static,
+{
     let vat = crate::current().core().clone();
-    let plain: C = capnp_rpc::new_client(server);
+    let plain: C = capnp_rpc::new_client_from_rc(server);
     let header = heap::standalone(
         vat.heap()
             .new_header(std::any::type_name::<S>(), ObjectKind::Far),
@@ -70,18 +83,26 @@ where
     if vat.capturing() {
         vat.note_export(inner.get_ptr(), header.id());
     }
-    C::new(front_hook(Rc::new(Turns {
+    let turns = Turns {
         inner,
-        entry: header,
+        entry: Rc::clone(&header) as Rc<dyn HeapEntry>,
         vat,
-    })))
+        _release: release,
+    };
+    (C::new(front_hook(Rc::new(turns))), header)
 }
 
 /// Wraps the plain capnp client of `entry` (an object already in the heap)
 /// so that each call to it is a turn of that object.
 pub(crate) fn wrap<C: FromClientHook>(plain: C, entry: Rc<dyn HeapEntry>, vat: Rc<VatCore>) -> C {
     let inner = plain.into_client_hook();
-    C::new(front_hook(Rc::new(Turns { inner, entry, vat })))
+    let turns = Turns {
+        inner,
+        entry,
+        vat,
+        _release: None,
+    };
+    C::new(front_hook(Rc::new(turns)))
 }
 
 /// Runs `make`, catching a panic, and returns its outcome with every object
@@ -103,6 +124,8 @@ struct Turns {
     inner: Box<dyn ClientHook>,
     entry: Rc<dyn HeapEntry>,
     vat: Rc<VatCore>,
+    /// Dropped with the last reference (see [`export_rc`]).
+    _release: Option<Box<dyn Any>>,
 }
 
 impl Turns {

@@ -38,7 +38,9 @@
 //!   [`Ref::export`]: near and far calls are turns of the same object (the
 //!   [`object`](mod@crate::object) module docs have the model). [`export`]
 //!   turns any other capnp server into one; capnp-rpc carries calls to it
-//!   from other vats, with pipelining across the network ([`net`]).
+//!   from other vats, with pipelining across the network ([`net`]). A
+//!   [`Brand`] exports them too and recognises its own among the
+//!   capabilities handed back.
 //! - A panic in any turn is caught: the caller's promise breaks with a
 //!   [`Crashed`](ErrorKind::Crashed) error naming the object and the panic
 //!   message, the object is marked crashed, and the vat goes on.
@@ -63,6 +65,7 @@ pub mod object;
 mod panic_hook;
 mod promise;
 mod reference;
+mod seal;
 pub mod sturdy;
 pub mod supervise;
 
@@ -73,6 +76,7 @@ pub use heap::{ObjectId, ObjectInfo, ObjectKind, ObjectState};
 pub use object::{done, later, Far, Later, Reply, Served};
 pub use promise::{promise, Promise, Resolver};
 pub use reference::Ref;
+pub use seal::Brand;
 pub use vat_macros::object;
 
 pub mod net;
