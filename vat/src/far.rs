@@ -93,14 +93,20 @@ where
 }
 
 /// Wraps the plain capnp client of `entry` (an object already in the heap)
-/// so that each call to it is a turn of that object.
-pub(crate) fn wrap<C: FromClientHook>(plain: C, entry: Rc<dyn HeapEntry>, vat: Rc<VatCore>) -> C {
+/// so that each call to it is a turn of that object. `release`, if any, is
+/// dropped with the capability's last reference (see [`export_rc`]).
+pub(crate) fn wrap<C: FromClientHook>(
+    plain: C,
+    entry: Rc<dyn HeapEntry>,
+    vat: Rc<VatCore>,
+    release: Option<Box<dyn Any>>,
+) -> C {
     let inner = plain.into_client_hook();
     let turns = Turns {
         inner,
         entry,
         vat,
-        _release: None,
+        _release: release,
     };
     C::new(front_hook(Rc::new(turns)))
 }

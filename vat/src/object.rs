@@ -153,9 +153,19 @@ impl<T: 'static> Ref<T> {
         T: Far<C>,
         C: FromServer<T::Server>,
     {
+        self.export_releasing(None)
+    }
+
+    /// [`export`](Ref::export), dropping `release` with the capability's
+    /// last reference (a brand forgets its member then).
+    pub(crate) fn export_releasing<C>(&self, release: Option<Box<dyn std::any::Any>>) -> C
+    where
+        T: Far<C>,
+        C: FromServer<T::Server>,
+    {
         let plain: C = capnp_rpc::new_client(T::server(Served(self.clone())));
         let (entry, vat) = self.entry();
-        crate::far::wrap(plain, entry, vat)
+        crate::far::wrap(plain, entry, vat, release)
     }
 }
 

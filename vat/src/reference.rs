@@ -65,6 +65,22 @@ pub struct Ref<T: 'static> {
     object: Rc<Object<T>>,
 }
 
+/// A near reference that does not keep its object alive.
+pub(crate) struct WeakRef<T: 'static>(std::rc::Weak<Object<T>>);
+
+impl<T: 'static> WeakRef<T> {
+    /// The object, if it is still alive.
+    pub(crate) fn upgrade(&self) -> Option<Ref<T>> {
+        self.0.upgrade().map(|object| Ref { object })
+    }
+}
+
+impl<T> Clone for WeakRef<T> {
+    fn clone(&self) -> Self {
+        WeakRef(std::rc::Weak::clone(&self.0))
+    }
+}
+
 impl<T> Clone for Ref<T> {
     fn clone(&self) -> Self {
         Ref {
@@ -141,6 +157,11 @@ impl<T: 'static> Ref<T> {
         vat.heap().record(weak);
         tracing::trace!(vat = vat.name(), object = %object.header.id(), r#type = object.header.type_name(), "spawned");
         Ref { object }
+    }
+
+    /// A reference that does not keep the object alive.
+    pub(crate) fn downgrade(&self) -> WeakRef<T> {
+        WeakRef(Rc::downgrade(&self.object))
     }
 
     /// The object as a heap entry, with its vat.

@@ -52,38 +52,86 @@ use capnp::private::capability::ClientHook;
 
 use crate::far::export_rc;
 use crate::heap::Header;
+use crate::object::Far;
+use crate::reference::{Ref, WeakRef};
 
 /// A set of exports of one server type that recognises its own members
 /// among the capabilities it is handed. Cloning shares the set.
-pub struct Brand<S> {
+pub struct Brand<S: 'static> {
     members: Rc<RefCell<Members<S>>>,
 }
 
 /// The members by identity (the address of the object's `Rc`).
 type Members<S> = HashMap<usize, Member<S>>;
 
-struct Member<S> {
-    object: Weak<S>,
-    /// Its heap record, to refuse an object that crashed.
-    header: Weak<Header>,
+/// What the brand holds of a member, weakly: a server it exported, or an
+/// object of the one object model whose capability it made.
+enum Member<S: 'static> {
+    Server {
+        object: Weak<S>,
+        /// Its heap record, to refuse an object that crashed.
+        header: Weak<Header>,
+    },
+    Object(WeakRef<S>),
 }
 
-impl<S> Clone for Member<S> {
+impl<S: 'static> Clone for Member<S> {
     fn clone(&self) -> Self {
-        Member {
-            object: Weak::clone(&self.object),
-            header: Weak::clone(&self.header),
+        match self {
+            Member::Server { object, header } => Member::Server {
+                object: Weak::clone(object),
+                header: Weak::clone(header),
+            },
+            Member::Object(object) => Member::Object(object.clone()),
+        }
+    }
+}
+
+impl<S: 'static> Member<S> {
+    /// The server, if it is one, alive and not crashed.
+    fn server(&self) -> Option<Rc<S>> {
+        match self {
+            Member::Server { object, header } => {
+                if header.upgrade()?.is_crashed() {
+                    return None;
+                }
+                object.upgrade()
+            }
+            Member::Object(_) => None,
+        }
+    }
+
+    /// The object, if it is one, alive and not crashed.
+    fn object(&self) -> Option<Ref<S>> {
+        match self {
+            Member::Object(object) => object.upgrade().filter(|o| !o.is_crashed()),
+            Member::Server { .. } => None,
         }
     }
 }
 
 /// Takes a member out of its brand when the vat drops the export.
-struct Leave<S> {
+struct Leave<S: 'static> {
     members: Weak<RefCell<Members<S>>>,
     identity: usize,
 }
 
-impl<S> Drop for Leave<S> {
+/// [`Leave`] for a member whose identity is known only once its capability
+/// exists.
+struct LeaveLater<S: 'static> {
+    members: Weak<RefCell<Members<S>>>,
+    identity: Rc<std::cell::Cell<usize>>,
+}
+
+impl<S: 'static> Drop for LeaveLater<S> {
+    fn drop(&mut self) {
+        if let Some(members) = self.members.upgrade() {
+            members.borrow_mut().remove(&self.identity.get());
+        }
+    }
+}
+
+impl<S: 'static> Drop for Leave<S> {
     fn drop(&mut self) {
         if let Some(members) = self.members.upgrade() {
             members.borrow_mut().remove(&self.identity);
@@ -114,7 +162,7 @@ impl<S: 'static> Brand<S> {
         };
         let (capability, header) = export_rc::<C, S>(object, Some(Box::new(leave)));
         debug_assert_eq!(capability.as_client_hook().get_ptr(), identity);
-        let member = Member {
+        let member = Member::Server {
             object: weak,
             header: Rc::downgrade(&header),
         };
@@ -141,15 +189,76 @@ impl<S: 'static> Brand<S> {
     /// [`recognise`](Brand::recognise) without waiting: `None` also for a
     /// promise not yet resolved, even one that will resolve to a member.
     pub fn recognise_resolved<C: FromClientHook>(&self, capability: &C) -> Option<Rc<S>> {
+        self.member(capability)?.server()
+    }
+
+    /// The brand's member for `capability`'s identity, if any. Cloned out so
+    /// that no object is touched (or dropped) while the set is borrowed.
+    fn member<C: FromClientHook>(&self, capability: &C) -> Option<Member<S>> {
         let identity = capability.as_client_hook().get_ptr();
-        // Cloned out so that no object is touched (or dropped) while the
-        // set is borrowed.
-        let member = self.members.borrow().get(&identity).cloned()?;
-        let header = member.header.upgrade()?;
-        if header.is_crashed() {
-            return None;
-        }
-        member.object.upgrade()
+        self.members.borrow().get(&identity).cloned()
+    }
+
+    /// Makes `object`'s capability, speaking `C` (as [`Ref::export`] does:
+    /// calls through it are turns of that same object), and makes it a
+    /// member of this brand: the brand for objects written with
+    /// [`#[vat::object]`](macro@crate::object).
+    ///
+    /// ```
+    /// use schema::demo_capnp::counter;
+    ///
+    /// struct Account { balance: i64 }
+    /// #[vat::object(counter)]
+    /// impl Account {}
+    ///
+    /// let vat = vat::VatHandle::start("doc").unwrap();
+    /// let (ours, stranger) = vat.run_async(|| async {
+    ///     let accounts = vat::Brand::new();
+    ///     let mine: counter::Client = accounts.export_object(&vat::spawn(Account { balance: 7 }));
+    ///     let other: counter::Client = vat::spawn(Account { balance: 7 }).export();
+    ///     let ours = accounts.recognise_object(&mine).await.map(|a| a.call(|a| a.balance));
+    ///     (ours, accounts.recognise_object(&other).await.is_some())
+    /// }).wait().unwrap();
+    /// assert_eq!(ours, Some(Ok(7)));
+    /// assert!(!stranger);
+    /// vat.stop().unwrap();
+    /// ```
+    pub fn export_object<C>(&self, object: &Ref<S>) -> C
+    where
+        S: Far<C>,
+        C: FromServer<S::Server> + FromClientHook,
+    {
+        // The identity is the capability's own (its server's `Rc`), known
+        // only once it exists: the member goes in right after, before
+        // anything else can run.
+        let slot = Rc::new(std::cell::Cell::new(0usize));
+        let leave = LeaveLater {
+            members: Rc::downgrade(&self.members),
+            identity: Rc::clone(&slot),
+        };
+        let capability: C = object.export_releasing(Some(Box::new(leave)));
+        let identity = capability.as_client_hook().get_ptr();
+        slot.set(identity);
+        self.members
+            .borrow_mut()
+            .insert(identity, Member::Object(object.downgrade()));
+        capability
+    }
+
+    /// The object behind `capability` if it is one of this brand's live
+    /// [`export_object`](Brand::export_object)s, once the capability has
+    /// resolved (as [`recognise`](Brand::recognise) does); `None` otherwise.
+    pub async fn recognise_object<C: FromClientHook>(&self, capability: &C) -> Option<Ref<S>> {
+        let resolved = resolve(capability.as_client_hook().add_ref()).await?;
+        self.member(&capnp::capability::Client::new(resolved))?
+            .object()
+    }
+
+    /// The brand's live objects ([`export_object`](Brand::export_object)),
+    /// in no particular order.
+    pub fn objects(&self) -> Vec<Ref<S>> {
+        let members: Vec<Member<S>> = self.members.borrow().values().cloned().collect();
+        members.iter().filter_map(Member::object).collect()
     }
 
     /// How many live exports the brand holds.
@@ -162,14 +271,11 @@ impl<S: 'static> Brand<S> {
         self.members.borrow().is_empty()
     }
 
-    /// The brand's live members, in no particular order (an audit: a mint
-    /// sums its purses this way).
+    /// The brand's live exported servers ([`export`](Brand::export)), in no
+    /// particular order (an audit: a mint sums its purses this way).
     pub fn members(&self) -> Vec<Rc<S>> {
         let members: Vec<Member<S>> = self.members.borrow().values().cloned().collect();
-        members
-            .into_iter()
-            .filter_map(|m| m.object.upgrade())
-            .collect()
+        members.iter().filter_map(Member::server).collect()
     }
 }
 
@@ -179,7 +285,7 @@ impl<S: 'static> Default for Brand<S> {
     }
 }
 
-impl<S> Clone for Brand<S> {
+impl<S: 'static> Clone for Brand<S> {
     fn clone(&self) -> Self {
         Brand {
             members: Rc::clone(&self.members),
@@ -187,7 +293,7 @@ impl<S> Clone for Brand<S> {
     }
 }
 
-impl<S> fmt::Debug for Brand<S> {
+impl<S: 'static> fmt::Debug for Brand<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Brand")
             .field("type", &std::any::type_name::<S>())

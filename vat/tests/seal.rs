@@ -339,3 +339,65 @@ fn a_dropped_export_leaves_no_entry() {
     alice.stop().unwrap();
     bob.stop().unwrap();
 }
+
+/// A sequencer of the one object model: its count is a plain field.
+#[derive(Default)]
+struct Tally {
+    pushes: u64,
+}
+
+#[vat::object(sequencer)]
+impl Tally {
+    fn push(&mut self, _: sequencer::PushParams, _: sequencer::PushResults) -> vat::Reply {
+        self.pushes += 1;
+        vat::done()
+    }
+}
+
+#[test]
+fn an_object_of_the_one_model_is_recognised_when_handed_back_and_strangers_are_not() {
+    let (bob, addr, key) = serve("bob", || {
+        let host: host::Client = vat::export(vat::demo::Host::new("bob"));
+        host.client
+    });
+    let alice = VatHandle::start("alice").unwrap();
+    alice
+        .run_async(move || async move {
+            let host: host::Client = dial(addr, key).await;
+            let brand: Brand<Tally> = Brand::new();
+            let tally = vat::spawn(Tally::default());
+            let mine: sequencer::Client = brand.export_object(&tally);
+            assert_eq!(brand.objects().len(), 1);
+
+            // Sent to bob and handed back: the same object, reached near.
+            let mut reflect = host.reflect_request();
+            reflect.get().set_sequencer(mine.clone());
+            let response = reflect.send().promise.await.unwrap();
+            let back = response.get().unwrap().get_sequencer().unwrap();
+            let found = brand
+                .recognise_object(&back)
+                .await
+                .expect("ours, handed back");
+            assert!(found.same_object(&tally));
+            push(&back, 1).await.unwrap();
+            assert_eq!(found.call(|t| t.pushes).unwrap(), 1);
+
+            // The same type's capability made without the brand, another
+            // brand's, and a server export are strangers.
+            let plain: sequencer::Client = vat::spawn(Tally::default()).export();
+            let other_brand: Brand<Tally> = Brand::new();
+            let other: sequencer::Client = other_brand.export_object(&vat::spawn(Tally::default()));
+            let server: sequencer::Client = vat::export(Token::default());
+            for stranger in [plain, other, server] {
+                assert!(brand.recognise_object(&stranger).await.is_none());
+            }
+
+            // Dropped everywhere (bob's proxy too), the member goes.
+            drop((mine, back, response, found, tally));
+            eventually(|| brand.objects().is_empty() && brand.is_empty()).await;
+        })
+        .wait()
+        .unwrap();
+    alice.stop().unwrap();
+    bob.stop().unwrap();
+}
