@@ -66,14 +66,33 @@ struct Report {
 }
 
 impl Report {
-    fn print(&self, what: &str) {
+    /// The median honest dial.
+    fn median(&self) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort();
+        sorted[sorted.len() / 2]
+    }
+
+    /// Honest clients connect within a second, the bound the listener is
+    /// built for: the median, so that one dial the kernel delayed on a
+    /// loaded machine does not decide. Measured medians are 2 to 90 ms, also
+    /// with both cores kept busy, more than ten times below it.
+    fn assert_honest_clients_connect_within_a_second(&self) {
+        assert!(
+            self.median() < Duration::from_secs(1),
+            "median honest dial {:?}: {:?}",
+            self.median(),
+            self.latencies
+        );
+    }
+
+    fn print(&self, what: &str) {
+        let max = self.latencies.iter().max().copied().unwrap_or_default();
         println!(
             "{what}: honest dials: median {:?}, max {:?} over {HONEST}; attacker sockets \
              connected meanwhile: {}..={}; attacker connections opened in all: {}",
-            sorted[sorted.len() / 2],
-            sorted[sorted.len() - 1],
+            self.median(),
+            max,
             self.held.iter().min().unwrap(),
             self.held.iter().max().unwrap(),
             self.opened,
@@ -91,6 +110,7 @@ fn honest_clients_get_in_while_500_idle_and_trickling_sockets_are_held_from_thei
             .with_max_pending_handshakes_per_source(2 * ATTACKERS)
     });
     report.print("500 sockets held");
+    report.assert_honest_clients_connect_within_a_second();
     assert_eq!(report.opened, ATTACKERS, "no attacker socket was dropped");
     assert!(
         report.held.iter().all(|&held| held == ATTACKERS),
@@ -106,6 +126,7 @@ fn honest_clients_get_in_while_500_sockets_from_their_address_crowd_the_default_
     // and they keep reopening them; the honest clients get in meanwhile.
     let report = attack_and_connect(|listener| listener);
     report.print("500 sockets against the default bounds");
+    report.assert_honest_clients_connect_within_a_second();
     assert!(
         report.opened > ATTACKERS,
         "the listener dropped attacker sockets to make room"
