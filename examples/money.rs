@@ -20,18 +20,14 @@
 //! customers reach one another through the bank's `Market`, and everything
 //! bob holds from the bank comes straight from the bank.
 
-use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use schema::money_capnp::{market, mint, payee, purse};
-use vat::net::{tls, Identity, Limits, PublicKey};
-use vat::{Brand, ErrorKind, Root, VatHandle};
-
-/// Any error this program can meet, as one type that may cross threads.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use vat::net::{Dialer, Identity, PublicKey, Server};
+use vat::{Brand, ErrorKind, Ref, Root, VatHandle};
 
 // ---------------------------------------------------------------------------
 // The bank's vat: the mint and its purses.
@@ -59,50 +55,67 @@ impl From<Refusal> for capnp::Error {
     }
 }
 
-/// What a mint and its purses share: the brand that tells its purses from
-/// any other capability, how much money it has made, and how much went
-/// with purses no one held any more.
-struct Issuer {
+/// What a mint and all its purses share: the brand that tells its purses
+/// from any other capability, how much money it has made, and how much went
+/// with purses no one held any more. Every purse may change the totals (a
+/// sprout, a drop), so they live in this one object, which the mint and
+/// each of its purses reach by a `Ref`.
+#[derive(Default)]
+struct Currency {
     purses: Brand<Purse>,
-    minted: Cell<i64>,
-    burned: Cell<i64>,
+    minted: i64,
+    burned: i64,
+    /// Purses made so far, to number each.
+    issued: u64,
 }
 
-impl Issuer {
-    fn new() -> Rc<Issuer> {
-        Rc::new(Issuer {
-            purses: Brand::new(),
-            minted: Cell::new(0),
-            burned: Cell::new(0),
-        })
+/// The mint: the only maker of its currency's money. Every purse holds a
+/// copy, to sprout purses and to recognise its own kind.
+#[derive(Clone)]
+struct Mint(Ref<Currency>);
+
+#[vat::object(mint)]
+impl Mint {
+    fn make_purse(
+        &mut self,
+        params: mint::MakePurseParams,
+        mut results: mint::MakePurseResults,
+    ) -> vat::Reply {
+        let purse = self.issue(params.get()?.get_balance())?;
+        results.get().set_purse(purse);
+        vat::done()
     }
 
     /// A purse holding `amount` new units.
-    fn mint(self: &Rc<Self>, amount: i64) -> Result<purse::Client, Refusal> {
+    fn issue(&self, amount: i64) -> Result<purse::Client, capnp::Error> {
         if amount < 0 {
-            return Err(Refusal::NegativeAmount { amount });
+            return Err(Refusal::NegativeAmount { amount }.into());
         }
-        let minted = self.minted.get().checked_add(amount);
-        self.minted
-            .set(minted.ok_or(Refusal::TotalOverflow { amount })?);
-        Ok(self.purses.export(Purse {
-            issuer: Rc::clone(self),
-            balance: Cell::new(amount),
-        }))
+        let (purses, number) = self.0.call(|c| {
+            let minted = c.minted.checked_add(amount);
+            c.minted = minted.ok_or(Refusal::TotalOverflow { amount })?;
+            c.issued += 1;
+            Ok::<_, Refusal>((c.purses.clone(), c.issued))
+        })??;
+        let purse = vat::spawn(Purse {
+            mint: self.clone(),
+            balance: amount,
+            number,
+        });
+        Ok(purses.export_object(&purse))
     }
 
     /// Every live purse's balance, the total ever minted and burned.
-    fn audit(&self) -> Audit {
-        Audit {
-            minted: self.minted.get(),
-            burned: self.burned.get(),
-            balances: self
-                .purses
-                .members()
-                .iter()
-                .map(|p| p.balance.get())
-                .collect(),
-        }
+    fn audit(&self) -> Result<Audit, vat::Error> {
+        let (purses, minted, burned) = self.0.call(|c| (c.purses.clone(), c.minted, c.burned))?;
+        let live = purses.objects();
+        let balances = live.iter().map(|p| p.call(|p| p.balance));
+        let balances = balances.collect::<Result<_, _>>()?;
+        Ok(Audit {
+            minted,
+            burned,
+            balances,
+        })
     }
 }
 
@@ -127,77 +140,92 @@ impl Audit {
     }
 }
 
-struct Mint(Rc<Issuer>);
-
-impl mint::Server for Mint {
-    async fn make_purse(
-        self: Rc<Self>,
-        params: mint::MakePurseParams,
-        mut results: mint::MakePurseResults,
-    ) -> Result<(), capnp::Error> {
-        let purse = self.0.mint(params.get()?.get_balance())?;
-        results.get().set_purse(purse);
-        Ok(())
-    }
-}
-
 struct Purse {
-    issuer: Rc<Issuer>,
-    balance: Cell<i64>,
+    mint: Mint,
+    balance: i64,
+    /// Its number among its mint's purses, to find it again (see `deposit`).
+    number: u64,
 }
 
 /// Money in a purse no one can reach is gone: the mint counts it burned.
 impl Drop for Purse {
     fn drop(&mut self) {
-        let burned = self.issuer.burned.get() + self.balance.get();
-        self.issuer.burned.set(burned);
+        let balance = self.balance;
+        // Never refused: no turn of the currency drops a purse.
+        let _ = self.mint.0.call(|c| c.burned += balance);
     }
 }
 
-impl purse::Server for Purse {
-    async fn get_balance(
-        self: Rc<Self>,
+#[vat::object(purse)]
+impl Purse {
+    fn get_balance(
+        &mut self,
         _: purse::GetBalanceParams,
         mut results: purse::GetBalanceResults,
-    ) -> Result<(), capnp::Error> {
-        results.get().set_balance(self.balance.get());
-        Ok(())
+    ) -> vat::Reply {
+        results.get().set_balance(self.balance);
+        vat::done()
     }
 
-    async fn sprout(
-        self: Rc<Self>,
-        _: purse::SproutParams,
-        mut results: purse::SproutResults,
-    ) -> Result<(), capnp::Error> {
-        results.get().set_purse(self.issuer.mint(0)?);
-        Ok(())
+    fn sprout(&mut self, _: purse::SproutParams, mut results: purse::SproutResults) -> vat::Reply {
+        results.get().set_purse(self.mint.issue(0)?);
+        vat::done()
     }
 
-    async fn deposit(
-        self: Rc<Self>,
-        params: purse::DepositParams,
-        _: purse::DepositResults,
-    ) -> Result<(), capnp::Error> {
+    fn deposit(&mut self, params: purse::DepositParams, _: purse::DepositResults) -> vat::Reply {
         let params = params.get()?;
         let amount = params.get_amount();
         if amount < 0 {
             return Err(Refusal::NegativeAmount { amount }.into());
         }
-        let src = params.get_src()?;
-        let Some(src) = self.issuer.purses.recognise(&src).await else {
-            return Err(Refusal::NotThisMintsPurse.into());
-        };
-        // No await from here on: the check and the move happen in this one
-        // turn, and the vat runs one turn at a time, so no other deposit can
-        // see the source's balance between them. Two deposits from one
-        // purse cannot both spend the same money.
-        let balance = src.balance.get();
-        if balance < amount {
-            return Err(Refusal::InsufficientFunds { balance, amount }.into());
+        let (src, purses) = (params.get_src()?, self.mint.0.call(|c| c.purses.clone())?);
+        // One of ours handed back is recognised at once (there is nothing
+        // to wait for), so the whole deposit is this one turn.
+        if let Some(src) = purses.recognise_object(&src).now_or_never() {
+            self.take(src, amount)?;
+            return vat::done();
         }
-        src.balance.set(balance - amount);
+        // A promise (a pipelined answer, say): wait for what it resolves
+        // to, then take in a turn of this purse. The wait cannot hold
+        // `&mut self`, and a purse holding a `Ref` to itself would live for
+        // ever, so it finds itself again among the live purses by number.
+        let number = self.number;
+        vat::later(async move {
+            let src = purses.recognise_object(&src).await;
+            let mut live = purses.objects().into_iter();
+            let this = live.find(|p| p.call(|p| p.number).is_ok_and(|n| n == number));
+            let this = this.ok_or_else(|| failed("the purse was dropped"))?;
+            this.call(|p| p.take(src, amount))?
+        })
+    }
+
+    /// Moves `amount` into this purse from `src`, if that is a purse of this
+    /// mint holding at least as much.
+    fn take(&mut self, src: Option<Ref<Purse>>, amount: i64) -> Result<(), capnp::Error> {
+        let src = src.ok_or(Refusal::NotThisMintsPurse)?;
+        // No await from here on: the check and the move happen in this one
+        // turn (a near call runs at once, on this stack), and the vat runs
+        // one turn at a time, so no other deposit can see the source's
+        // balance between them. Two deposits from one purse cannot both
+        // spend the same money.
+        let withdrawn = match src.call(|s| s.withdraw(amount)) {
+            // A near call on a purse that is running is refused: the source
+            // is this very purse.
+            Err(refused) if refused.kind() == ErrorKind::Reentrant => self.withdraw(amount),
+            withdrawn => withdrawn?,
+        };
+        withdrawn?;
         // Cannot overflow: every balance is part of the mint's i64 total.
-        self.balance.set(self.balance.get() + amount);
+        self.balance += amount;
+        Ok(())
+    }
+
+    fn withdraw(&mut self, amount: i64) -> Result<(), Refusal> {
+        let balance = self.balance;
+        if balance < amount {
+            return Err(Refusal::InsufficientFunds { balance, amount });
+        }
+        self.balance = balance - amount;
         Ok(())
     }
 }
@@ -206,96 +234,81 @@ impl purse::Server for Purse {
 struct Market {
     mint: mint::Client,
     opening_balance: i64,
-    payees: RefCell<HashMap<String, payee::Client>>,
+    payees: HashMap<String, payee::Client>,
 }
 
-impl market::Server for Market {
-    async fn open(
-        self: Rc<Self>,
-        params: market::OpenParams,
-        mut results: market::OpenResults,
-    ) -> Result<(), capnp::Error> {
+#[vat::object(market)]
+impl Market {
+    fn open(&mut self, params: market::OpenParams, mut results: market::OpenResults) -> vat::Reply {
         let params = params.get()?;
         let name = params.get_name()?.to_string()?;
-        let payee = params.get_payee()?;
-        {
-            let mut payees = self.payees.borrow_mut();
-            if payees.contains_key(&name) {
-                let taken = format!("the name {name:?} is taken");
-                return Err(vat::Error::new(ErrorKind::InvalidArgument, taken).into());
-            }
-            payees.insert(name, payee);
+        if self.payees.contains_key(&name) {
+            let taken = format!("the name {name:?} is taken");
+            return Err(vat::Error::new(ErrorKind::InvalidArgument, taken).into());
         }
+        self.payees.insert(name, params.get_payee()?);
         let mut request = self.mint.make_purse_request();
         request.get().set_balance(self.opening_balance);
-        let response = request.send().promise.await?;
-        results.get().set_purse(response.get()?.get_purse()?);
-        Ok(())
+        vat::later(async move {
+            let response = request.send().promise.await?;
+            results.get().set_purse(response.get()?.get_purse()?);
+            Ok(())
+        })
     }
 
-    async fn payee(
-        self: Rc<Self>,
+    fn payee(
+        &mut self,
         params: market::PayeeParams,
         mut results: market::PayeeResults,
-    ) -> Result<(), capnp::Error> {
+    ) -> vat::Reply {
         let name = params.get()?.get_name()?.to_string()?;
-        let payee = self.payees.borrow().get(&name).cloned();
-        let payee = payee.ok_or_else(|| {
-            vat::Error::new(
-                ErrorKind::InvalidArgument,
-                format!("no customer named {name:?}"),
-            )
+        let payee = self.payees.get(&name).ok_or_else(|| {
+            let unknown = format!("no customer named {name:?}");
+            vat::Error::new(ErrorKind::InvalidArgument, unknown)
         })?;
-        results.get().set_payee(payee);
-        Ok(())
+        results.get().set_payee(payee.clone());
+        vat::done()
     }
 }
 
-/// The bank: its vat, where customers dial it, and its issuer for audits.
+/// The bank: its vat, where customers dial it, and its mint for audits.
 struct Bank {
     vat: VatHandle,
     addr: SocketAddr,
     key: PublicKey,
-    issuer: Arc<Root<Rc<Issuer>>>,
+    mint: Arc<Root<Mint>>,
 }
 
 impl Bank {
     /// Starts a bank whose customers each open with `opening_balance`.
-    fn open(name: &str, opening_balance: i64) -> Result<Bank, BoxError> {
+    fn open(name: &str, opening_balance: i64) -> Result<Bank, vat::Error> {
         let vat = VatHandle::start(name)?;
         let identity = Identity::generate()?;
         let key = identity.public_key();
-        let (addr, issuer) = vat
-            .run_async(move || async move {
-                let issuer = Issuer::new();
-                let mint: mint::Client = vat::export(Mint(Rc::clone(&issuer)));
-                let market: market::Client = vat::export(Market {
-                    mint,
-                    opening_balance,
-                    payees: RefCell::new(HashMap::new()),
-                });
-                let listener =
-                    tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &identity).await?;
-                let addr = listener.local_addr();
-                listener.serve(move |_| Some(market.client.clone()), Limits::default());
-                let root = vat::current().root(&vat::spawn(issuer));
-                Ok::<_, BoxError>((addr, root))
+        let (addr, mint) = vat.block_on(move || async move {
+            let mint = vat::spawn(Mint(vat::spawn(Currency::default())));
+            let market: market::Client = vat::spawn(Market {
+                mint: mint.export(),
+                opening_balance,
+                payees: HashMap::new(),
             })
-            .wait()??;
+            .export();
+            let loopback = ([127, 0, 0, 1], 0).into();
+            let addr = Server::new(market.client).tls(loopback, &identity).await?;
+            Ok::<_, vat::Error>((addr, vat::current().root(&mint)))
+        })?;
         Ok(Bank {
             vat,
             addr,
             key,
-            issuer: Arc::new(issuer),
+            mint: Arc::new(mint),
         })
     }
 
-    fn audit(&self) -> Result<Audit, BoxError> {
-        let issuer = Arc::clone(&self.issuer);
-        Ok(self
-            .vat
-            .run(move || issuer.get()?.call(|i| i.audit()))
-            .wait()??)
+    fn audit(&self) -> Result<Audit, vat::Error> {
+        let mint = Arc::clone(&self.mint);
+        self.vat
+            .block_on(move || async move { mint.get()?.call(|m| m.audit())? })
     }
 }
 
@@ -310,67 +323,64 @@ struct Account {
 }
 
 /// The customer as a payee: takes payments into its purse.
-struct Receiver(Rc<OnceCell<purse::Client>>);
+struct Receiver {
+    purse: Option<purse::Client>,
+}
 
-impl payee::Server for Receiver {
-    async fn receive(
-        self: Rc<Self>,
+#[vat::object(payee)]
+impl Receiver {
+    fn receive(
+        &mut self,
         params: payee::ReceiveParams,
         mut results: payee::ReceiveResults,
-    ) -> Result<(), capnp::Error> {
+    ) -> vat::Reply {
         let payment = params.get()?.get_payment()?;
-        let purse =
-            self.0.get().cloned().ok_or_else(|| {
-                vat::Error::new(ErrorKind::Failed, "this customer has no purse yet")
-            })?;
-        let amount = balance(&payment).await?;
-        deposit(&purse, amount, &payment).await?;
-        results.get().set_amount(amount);
-        Ok(())
+        let no_purse = || vat::Error::new(ErrorKind::Failed, "this customer has no purse yet");
+        let purse = self.purse.clone().ok_or_else(no_purse)?;
+        vat::later(async move {
+            let amount = balance(&payment).await?;
+            deposit(&purse, amount, &payment).await?;
+            results.get().set_amount(amount);
+            Ok(())
+        })
     }
 }
 
-async fn balance(purse: &purse::Client) -> Result<i64, capnp::Error> {
+async fn balance(purse: &purse::Client) -> Result<i64, vat::Error> {
     let response = purse.get_balance_request().send().promise.await?;
     Ok(response.get()?.get_balance())
 }
 
-async fn deposit(
-    into: &purse::Client,
-    amount: i64,
-    src: &purse::Client,
-) -> Result<(), capnp::Error> {
+async fn deposit(into: &purse::Client, amount: i64, src: &purse::Client) -> Result<(), vat::Error> {
     let mut request = into.deposit_request();
     request.get().set_amount(amount);
     request.get().set_src(src.clone());
-    request.send().promise.await.map(|_| ())
+    request.send().promise.await?;
+    Ok(())
 }
 
-async fn sprout(purse: &purse::Client) -> Result<purse::Client, capnp::Error> {
+async fn sprout(purse: &purse::Client) -> Result<purse::Client, vat::Error> {
     let response = purse.sprout_request().send().promise.await?;
-    response.get()?.get_purse()
+    Ok(response.get()?.get_purse()?)
 }
 
 impl Account {
     /// Dials the bank and opens an account as `name`.
-    async fn open(name: &str, addr: SocketAddr, key: PublicKey) -> Result<Account, BoxError> {
-        let connection = tls::dial(addr, key, None, None, Limits::default()).await?;
-        let market: market::Client = connection.peer();
-        let slot = Rc::new(OnceCell::new());
-        let receiver: payee::Client = vat::export(Receiver(Rc::clone(&slot)));
+    async fn open(name: &str, addr: SocketAddr, key: PublicKey) -> Result<Account, vat::Error> {
+        let market: market::Client = Dialer::new(addr).tls(key).await?.peer();
+        let receiver = vat::spawn(Receiver { purse: None });
         let mut request = market.open_request();
         request.get().set_name(name);
-        request.get().set_payee(receiver);
-        let response = request.send().promise.await?;
-        let purse = response.get()?.get_purse()?;
-        let _ = slot.set(purse.clone());
+        request.get().set_payee(receiver.export());
+        let purse = request.send().promise.await?.get()?.get_purse()?;
+        receiver.call(|r| r.purse = Some(purse.clone()))?;
         Ok(Account { market, purse })
     }
 
     /// Pays `amount` to the customer named `to`: a payment purse sprouted
     /// from ours, filled from ours, handed to them through the market.
     /// Answers what they took.
-    async fn pay(&self, to: &str, amount: i64) -> Result<i64, capnp::Error> {
+    async fn pay(&self, to: &str, amount: i64) -> Result<i64, vat::Error> {
         let payment = sprout(&self.purse).await?;
         deposit(&payment, amount, &self.purse).await?;
         let mut find = self.market.payee_request();
@@ -381,7 +391,7 @@ impl Account {
         Ok(receive.send().promise.await?.get()?.get_amount())
     }
 
-    async fn balance(&self) -> Result<i64, capnp::Error> {
+    async fn balance(&self) -> Result<i64, vat::Error> {
         balance(&self.purse).await
     }
 }
@@ -394,15 +404,13 @@ struct Customer {
 }
 
 impl Customer {
-    fn join(name: &str, bank: &Bank) -> Result<Customer, BoxError> {
+    fn join(name: &str, bank: &Bank) -> Result<Customer, vat::Error> {
         let vat = VatHandle::start(name)?;
         let (addr, key, who) = (bank.addr, bank.key, name.to_string());
-        let account = vat
-            .run_async(move || async move {
-                let account = Account::open(&who, addr, key).await?;
-                Ok::<_, BoxError>(vat::current().root(&vat::spawn(account)))
-            })
-            .wait()??;
+        let account = vat.block_on(move || async move {
+            let account = Account::open(&who, addr, key).await?;
+            Ok::<_, vat::Error>(vat::current().root(&vat::spawn(account)))
+        })?;
         Ok(Customer {
             name: name.to_string(),
             vat,
@@ -411,13 +419,13 @@ impl Customer {
     }
 
     /// Runs `work` on this customer's account, in its vat.
-    fn with<R, F, Fut>(&self, work: F) -> Result<R, BoxError>
+    fn with<R, F, Fut>(&self, work: F) -> Result<R, vat::Error>
     where
         R: Send + 'static,
         F: FnOnce(Account) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = R> + 'static,
     {
-        Ok(self.start(work).wait()??)
+        self.start(work).wait()?
     }
 
     /// [`with`](Customer::with), without waiting for it.
@@ -434,42 +442,41 @@ impl Customer {
         })
     }
 
-    fn balance(&self) -> Result<i64, BoxError> {
-        Ok(self.with(|a| async move { a.balance().await })??)
+    fn balance(&self) -> Result<i64, vat::Error> {
+        self.with(|a| async move { a.balance().await })?
     }
 
     fn pay(&self, to: &Customer, amount: i64) -> Result<i64, vat::Error> {
         let to = to.name.clone();
-        match self.with(move |a| async move { a.pay(&to, amount).await }) {
-            Ok(paid) => paid.map_err(vat::Error::from),
-            Err(error) => Err(vat::Error::new(ErrorKind::Failed, error.to_string())),
-        }
+        self.with(move |a| async move { a.pay(&to, amount).await })?
     }
 }
 
 /// A purse made up by a customer: it claims a fortune and gives nothing.
 struct Counterfeit;
 
-impl purse::Server for Counterfeit {
-    async fn get_balance(
-        self: Rc<Self>,
+#[vat::object(purse)]
+impl Counterfeit {
+    fn get_balance(
+        &mut self,
         _: purse::GetBalanceParams,
         mut results: purse::GetBalanceResults,
-    ) -> Result<(), capnp::Error> {
+    ) -> vat::Reply {
         results.get().set_balance(1_000_000);
-        Ok(())
+        vat::done()
     }
 
-    async fn deposit(
-        self: Rc<Self>,
-        _: purse::DepositParams,
-        _: purse::DepositResults,
-    ) -> Result<(), capnp::Error> {
-        Ok(())
+    fn deposit(&mut self, _: purse::DepositParams, _: purse::DepositResults) -> vat::Reply {
+        vat::done()
     }
 }
 
-fn main() -> Result<(), BoxError> {
+/// A failure of the story itself (something refused was accepted).
+fn failed(what: &str) -> vat::Error {
+    vat::Error::new(ErrorKind::Failed, what)
+}
+
+fn main() -> Result<(), vat::Error> {
     // 1. The bank: a mint, and a market where each customer opens a purse
     //    of 100.
     let bank = Bank::open("bank", 100)?;
@@ -491,19 +498,20 @@ fn main() -> Result<(), BoxError> {
     assert_eq!((alice.balance()?, bob.balance()?), (70, 130));
 
     // 3. Bob tries a purse of his own making: it moves nothing.
-    let forged = bob
-        .with(|a| async move {
-            let fake: purse::Client = vat::export(Counterfeit);
-            deposit(&a.purse, 1_000, &fake).await
-        })?
-        .map_err(vat::Error::from);
-    let error = forged.err().ok_or("a counterfeit purse was accepted")?;
+    let forged = bob.with(|a| async move {
+        let fake: purse::Client = vat::spawn(Counterfeit).export();
+        deposit(&a.purse, 1_000, &fake).await
+    })?;
+    let Err(error) = forged else {
+        return Err(failed("a counterfeit purse was accepted"));
+    };
     println!("bob deposits from a counterfeit purse: refused ({error})");
     assert_eq!(error.kind(), ErrorKind::InvalidArgument);
 
     // 4. Alice tries to spend more than she has: refused, nothing moves.
-    let overdraft = alice.pay(&bob, 500);
-    let error = overdraft.err().ok_or("an overdraft was accepted")?;
+    let Err(error) = alice.pay(&bob, 500) else {
+        return Err(failed("an overdraft was accepted"));
+    };
     println!("alice tries to pay bob 500: refused ({error})");
 
     // 5. However they try, the money the mint made is all there is.
@@ -552,18 +560,14 @@ mod tests {
             .run_async(move || async move {
                 let ours = Account::open("mallory", here.0, here.1).await.unwrap();
                 let theirs = Account::open("mallory", there.0, there.1).await.unwrap();
-                let fake: purse::Client = vat::export(Counterfeit);
+                let fake: purse::Client = vat::spawn(Counterfeit).export();
                 let forged = deposit(&ours.purse, 50, &fake).await;
                 let foreign = deposit(&ours.purse, 50, &theirs.purse).await;
                 let balances = (
                     ours.balance().await.unwrap(),
                     theirs.balance().await.unwrap(),
                 );
-                (
-                    forged.map_err(vat::Error::from),
-                    foreign.map_err(vat::Error::from),
-                    balances,
-                )
+                (forged, foreign, balances)
             })
             .wait()
             .unwrap();
@@ -590,33 +594,30 @@ mod tests {
         let key = identity.public_key();
         let addr = bob
             .with(move |a| async move {
-                let direct: payee::Client = vat::export(Receiver(Rc::new(OnceCell::from(a.purse))));
-                let listener = tls::TlsListener::bind(([127, 0, 0, 1], 0).into(), &identity)
+                let receiver = Receiver {
+                    purse: Some(a.purse),
+                };
+                let direct: payee::Client = vat::spawn(receiver).export();
+                let loopback = ([127, 0, 0, 1], 0).into();
+                Server::new(direct.client)
+                    .tls(loopback, &identity)
                     .await
-                    .unwrap();
-                let addr = listener.local_addr();
-                listener.serve(move |_| Some(direct.client.clone()), Limits::default());
-                addr
+                    .unwrap()
             })
             .unwrap();
         let (refused, held, recovered) = alice
             .with(move |a| async move {
-                let connection = tls::dial(addr, key, None, None, Limits::default())
-                    .await
-                    .unwrap();
+                let connection = Dialer::new(addr).tls(key).await.unwrap();
                 let bob_directly: payee::Client = connection.peer();
                 let payment = sprout(&a.purse).await.unwrap();
                 deposit(&payment, 40, &a.purse).await.unwrap();
                 let mut receive = bob_directly.receive_request();
                 receive.get().set_payment(payment.clone());
                 let refused = receive.send().promise.await.map(|_| ());
+                let refused = refused.map_err(vat::Error::from);
                 let held = balance(&payment).await.unwrap();
                 deposit(&a.purse, held, &payment).await.unwrap();
-                (
-                    refused.map_err(vat::Error::from),
-                    held,
-                    a.balance().await.unwrap(),
-                )
+                (refused, held, a.balance().await.unwrap())
             })
             .unwrap();
         refused_as_not_genuine(refused);
@@ -624,6 +625,48 @@ mod tests {
         assert_eq!((recovered, bob.balance().unwrap()), (100, 100));
         alice.vat.stop().unwrap();
         bob.vat.stop().unwrap();
+        bank.vat.stop().unwrap();
+    }
+
+    /// A mint of alice's own that answers with a purse it holds, after a
+    /// pause: until then its answer is a promise.
+    struct Slow(purse::Client);
+
+    #[vat::object(mint)]
+    impl Slow {
+        fn make_purse(
+            &mut self,
+            _: mint::MakePurseParams,
+            mut results: mint::MakePurseResults,
+        ) -> vat::Reply {
+            let purse = self.0.clone();
+            vat::later(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                results.get().set_purse(purse);
+                Ok(())
+            })
+        }
+    }
+
+    #[test]
+    fn a_source_still_a_promise_is_recognised_once_it_resolves() {
+        let bank = Bank::open("bank", 100).unwrap();
+        let alice = Customer::join("alice", &bank).unwrap();
+        let (outcome, payment) = alice
+            .with(|a| async move {
+                let payment = sprout(&a.purse).await.unwrap();
+                deposit(&payment, 25, &a.purse).await.unwrap();
+                // The bank is handed a promise, which resolves to its own
+                // purse once alice's slow mint answers.
+                let slow: mint::Client = vat::spawn(Slow(payment.clone())).export();
+                let promised = slow.make_purse_request().send().pipeline.get_purse();
+                let moved = deposit(&a.purse, 10, &promised).await;
+                (moved, balance(&payment).await.unwrap())
+            })
+            .unwrap();
+        outcome.unwrap();
+        assert_eq!((payment, alice.balance().unwrap()), (15, 85));
+        alice.vat.stop().unwrap();
         bank.vat.stop().unwrap();
     }
 
@@ -640,16 +683,21 @@ mod tests {
                     targets.push(sprout(&a.purse).await.unwrap());
                 }
                 let deposits = targets.iter().map(|t| deposit(t, 30, &a.purse));
-                let outcomes: Vec<Result<(), vat::Error>> = futures::future::join_all(deposits)
-                    .await
-                    .into_iter()
-                    .map(|o| o.map_err(vat::Error::from))
-                    .collect();
+                let outcomes = futures::future::join_all(deposits).await;
                 let mut balances = Vec::new();
                 for target in &targets {
                     balances.push(balance(target).await.unwrap());
                 }
-                (outcomes, balances, a.balance().await.unwrap())
+                // A purse deposited into itself must hold the amount, and
+                // keeps it.
+                let into_itself = [10, 11].map(|n| deposit(&a.purse, n, &a.purse));
+                let into_itself = futures::future::join_all(into_itself).await;
+                let into_itself = into_itself.iter().map(Result::is_ok).collect::<Vec<_>>();
+                (
+                    outcomes,
+                    balances,
+                    (into_itself, a.balance().await.unwrap()),
+                )
             })
             .unwrap();
         let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
@@ -662,7 +710,7 @@ mod tests {
             );
         }
         assert_eq!(targets.iter().sum::<i64>(), 90);
-        assert_eq!(left, 10);
+        assert_eq!(left, (vec![true, false], 10));
         // The targets are dropped by now (their money burned, or soon to
         // be): what is live plus what burned is what was minted.
         let audit = bank.audit().unwrap();
@@ -694,14 +742,10 @@ mod tests {
                     receive.get().set_payment(payment.clone());
                     async move {
                         let response = receive.send().promise.await?;
-                        Ok::<_, capnp::Error>(response.get()?.get_amount())
+                        Ok::<_, vat::Error>(response.get()?.get_amount())
                     }
                 });
-                futures::future::join_all(receipts)
-                    .await
-                    .into_iter()
-                    .map(|r| r.map_err(vat::Error::from))
-                    .collect::<Vec<_>>()
+                futures::future::join_all(receipts).await
             })
             .unwrap();
         // One payee takes the 60; the other is refused (or, if it looked
@@ -782,11 +826,7 @@ mod tests {
             .map(|(customer, plan)| {
                 customer.start(move |a| async move {
                     let payments = plan.iter().map(|(to, amount)| a.pay(to, *amount));
-                    futures::future::join_all(payments)
-                        .await
-                        .into_iter()
-                        .map(|paid| paid.map_err(vat::Error::from))
-                        .collect::<Vec<_>>()
+                    futures::future::join_all(payments).await
                 })
             })
             .collect();
