@@ -27,7 +27,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use schema::money_capnp::{market, mint, payee, purse};
 use vat::net::{Dialer, Identity, PublicKey, Server};
-use vat::{Brand, ErrorKind, Ref, Root, VatHandle};
+use vat::{Brand, ErrorKind, Ref, Root, VatHandle, WeakRef};
 
 // ---------------------------------------------------------------------------
 // The bank's vat: the mint and its purses.
@@ -65,8 +65,6 @@ struct Currency {
     purses: Brand<Purse>,
     minted: i64,
     burned: i64,
-    /// Purses made so far, to number each.
-    issued: u64,
 }
 
 /// The mint: the only maker of its currency's money. Every purse holds a
@@ -91,16 +89,16 @@ impl Mint {
         if amount < 0 {
             return Err(Refusal::NegativeAmount { amount }.into());
         }
-        let (purses, number) = self.0.call(|c| {
+        let purses = self.0.call(|c| {
             let minted = c.minted.checked_add(amount);
             c.minted = minted.ok_or(Refusal::TotalOverflow { amount })?;
-            c.issued += 1;
-            Ok::<_, Refusal>((c.purses.clone(), c.issued))
+            Ok::<_, Refusal>(c.purses.clone())
         })??;
-        let purse = vat::spawn(Purse {
-            mint: self.clone(),
+        let mint = self.clone();
+        let purse = vat::spawn_cyclic(|me| Purse {
+            mint,
             balance: amount,
-            number,
+            me,
         });
         Ok(purses.export_object(&purse))
     }
@@ -143,8 +141,8 @@ impl Audit {
 struct Purse {
     mint: Mint,
     balance: i64,
-    /// Its number among its mint's purses, to find it again (see `deposit`).
-    number: u64,
+    /// Itself, weakly, to take a deposit after awaiting (see `deposit`).
+    me: WeakRef<Purse>,
 }
 
 /// Money in a purse no one can reach is gone: the mint counts it burned.
@@ -186,15 +184,14 @@ impl Purse {
             return vat::done();
         }
         // A promise (a pipelined answer, say): wait for what it resolves
-        // to, then take in a turn of this purse. The wait cannot hold
-        // `&mut self`, and a purse holding a `Ref` to itself would live for
-        // ever, so it finds itself again among the live purses by number.
-        let number = self.number;
+        // to, then take in a turn of this purse, reached again through its
+        // own weak reference (the wait cannot hold `&mut self`).
+        let me = self.me.clone();
         vat::later(async move {
             let src = purses.recognise_object(&src).await;
-            let mut live = purses.objects().into_iter();
-            let this = live.find(|p| p.call(|p| p.number).is_ok_and(|n| n == number));
-            let this = this.ok_or_else(|| failed("the purse was dropped"))?;
+            let this = me
+                .upgrade()
+                .ok_or_else(|| failed("the purse was dropped"))?;
             this.call(|p| p.take(src, amount))?
         })
     }

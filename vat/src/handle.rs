@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::core::{self, TurnLoop, VatCore};
 use crate::error::{Error, ErrorKind};
 use crate::heap::{ObjectId, ObjectInfo};
-use crate::reference::Ref;
+use crate::reference::{Ref, WeakRef};
 
 /// Work sent to a vat from another thread.
 enum Command {
@@ -469,6 +469,33 @@ pub fn try_current() -> Option<LocalVat> {
 /// Outside a vat (see [`current`]).
 pub fn spawn<T: 'static>(value: T) -> Ref<T> {
     current().spawn(value)
+}
+
+/// Spawns the object `make` builds, handing `make` the object's own
+/// [`WeakRef`] first, so that the object can keep it: a method that awaits
+/// (`vat::later`) cannot hold `&mut self`, and reaches its state again
+/// through that reference, without the object keeping itself alive.
+///
+/// ```
+/// use vat::{Ref, WeakRef};
+///
+/// struct Account { me: WeakRef<Account>, balance: u64 }
+///
+/// let vat = vat::VatHandle::start("doc").unwrap();
+/// let balance = vat.block_on(|| async {
+///     let account = vat::spawn_cyclic(|me| Account { me, balance: 10 });
+///     // Later, from the object's own continuation:
+///     let me: Option<Ref<Account>> = account.call(|a| a.me.upgrade())?;
+///     me.expect("alive").call(|a| a.balance)
+/// });
+/// assert_eq!(balance, Ok(10));
+/// vat.stop().unwrap();
+/// ```
+///
+/// # Panics
+/// Outside a vat (see [`current`]).
+pub fn spawn_cyclic<T: 'static>(make: impl FnOnce(WeakRef<T>) -> T) -> Ref<T> {
+    Ref::new_cyclic(current().core(), make)
 }
 
 impl LocalVat {

@@ -71,11 +71,13 @@ pub mod supervise;
 
 pub use error::{Error, ErrorKind};
 pub use far::export;
-pub use handle::{current, spawn, try_current, Completion, LocalVat, Root, VatBuilder, VatHandle};
+pub use handle::{
+    current, spawn, spawn_cyclic, try_current, Completion, LocalVat, Root, VatBuilder, VatHandle,
+};
 pub use heap::{ObjectId, ObjectInfo, ObjectKind, ObjectState};
 pub use object::{done, later, Far, Later, Reply, Served};
 pub use promise::{promise, Promise, Resolver};
-pub use reference::Ref;
+pub use reference::{Ref, WeakRef};
 pub use seal::Brand;
 pub use vat_macros::object;
 

@@ -49,9 +49,12 @@
 //! state: read or change what it needs first, then await. That is the
 //! safe pattern by construction: other calls to the object run while the
 //! future waits (each message is a turn of its own), so anything read
-//! before an await may have changed after it; to act on the state again,
-//! send to the object (a [`Ref`] moved into the future) and let that turn
-//! see the state as it is then.
+//! before an await may have changed after it. To act on the state again,
+//! call the object through its own reference and let that turn see the
+//! state as it is then: an object spawned with
+//! [`spawn_cyclic`](crate::spawn_cyclic) keeps a [`WeakRef`](crate::WeakRef)
+//! to itself (weak, so that it does not keep itself alive), which the
+//! future upgrades.
 //!
 //! Far calls and near ones are turns of the same object: a panic in either
 //! (before or after an await) marks it crashed, and every later call, near

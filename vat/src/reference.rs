@@ -65,13 +65,22 @@ pub struct Ref<T: 'static> {
     object: Rc<Object<T>>,
 }
 
-/// A near reference that does not keep its object alive.
-pub(crate) struct WeakRef<T: 'static>(std::rc::Weak<Object<T>>);
+/// A near reference that does not keep its object alive: what an object
+/// holds of itself (see [`spawn_cyclic`](crate::spawn_cyclic)), to reach
+/// its own state again after an await without keeping itself alive for
+/// ever. Like [`Ref`], it cannot leave its vat.
+pub struct WeakRef<T: 'static>(std::rc::Weak<Object<T>>);
 
 impl<T: 'static> WeakRef<T> {
     /// The object, if it is still alive.
-    pub(crate) fn upgrade(&self) -> Option<Ref<T>> {
+    pub fn upgrade(&self) -> Option<Ref<T>> {
         self.0.upgrade().map(|object| Ref { object })
+    }
+}
+
+impl<T> fmt::Debug for WeakRef<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WeakRef({})", std::any::type_name::<T>())
     }
 }
 
@@ -146,11 +155,18 @@ impl<T> Drop for CrashOnUnwind<'_, T> {
 
 impl<T: 'static> Ref<T> {
     pub(crate) fn new(vat: &Rc<VatCore>, value: T) -> Ref<T> {
-        let object = Rc::new(Object {
-            header: vat
-                .heap()
-                .new_header(std::any::type_name::<T>(), ObjectKind::Near),
-            value: RefCell::new(value),
+        Ref::new_cyclic(vat, |_| value)
+    }
+
+    /// An object that `make` builds knowing its own weak reference (see
+    /// [`spawn_cyclic`](crate::spawn_cyclic)).
+    pub(crate) fn new_cyclic(vat: &Rc<VatCore>, make: impl FnOnce(WeakRef<T>) -> T) -> Ref<T> {
+        let header = vat
+            .heap()
+            .new_header(std::any::type_name::<T>(), ObjectKind::Near);
+        let object = Rc::new_cyclic(|me| Object {
+            header,
+            value: RefCell::new(make(WeakRef(me.clone()))),
             vat: vat.clone(),
         });
         let weak: std::rc::Weak<dyn HeapEntry> = Rc::downgrade(&object) as _;
@@ -160,7 +176,7 @@ impl<T: 'static> Ref<T> {
     }
 
     /// A reference that does not keep the object alive.
-    pub(crate) fn downgrade(&self) -> WeakRef<T> {
+    pub fn downgrade(&self) -> WeakRef<T> {
         WeakRef(Rc::downgrade(&self.object))
     }
 
