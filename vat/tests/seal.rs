@@ -113,6 +113,14 @@ async fn dial<C: capnp::capability::FromClientHook>(addr: SocketAddr, key: Publi
     connection.peer()
 }
 
+/// What `host.reflect` hands back for `sequencer`.
+async fn reflect(host: &host::Client, sequencer: &sequencer::Client) -> sequencer::Client {
+    let mut reflect = host.reflect_request();
+    reflect.get().set_sequencer(sequencer.clone());
+    let response = reflect.send().promise.await.unwrap();
+    response.get().unwrap().get_sequencer().unwrap()
+}
+
 async fn push(target: &sequencer::Client, n: u64) -> Result<(), capnp::Error> {
     let mut request = target.push_request();
     request.get().set_n(n);
@@ -218,10 +226,7 @@ fn an_export_sent_to_another_vat_and_handed_back_is_recognised() {
             let brand = Brand::new();
             let mine: sequencer::Client = brand.export(Token::default());
 
-            let mut reflect = host.reflect_request();
-            reflect.get().set_sequencer(mine.clone());
-            let response = reflect.send().promise.await.unwrap();
-            let back = response.get().unwrap().get_sequencer().unwrap();
+            let back = reflect(&host, &mine).await;
             let found = brand.recognise(&back).await.expect("ours, handed back");
             push(&back, 7).await.unwrap();
             assert_eq!(found.pushes.get(), 1);
@@ -285,10 +290,7 @@ fn a_proxy_in_another_vat_is_not_recognised() {
             let host: host::Client = dial(addr, key).await;
             let brand = Brand::new();
             let mine: sequencer::Client = brand.export(Token::default());
-            let mut reflect = host.reflect_request();
-            reflect.get().set_sequencer(mine.clone());
-            let response = reflect.send().promise.await.unwrap();
-            let proxy = response.get().unwrap().get_sequencer().unwrap();
+            let proxy = reflect(&host, &mine).await;
             // The proxy reaches our object, through bob...
             push(&proxy, 1).await.unwrap();
             let found = brand.recognise(&mine).await.unwrap();
@@ -325,12 +327,10 @@ fn a_dropped_export_leaves_no_entry() {
             let host: host::Client = dial(addr, key).await;
             let mine: sequencer::Client = brand.export(Token::default());
             let watch = Rc::downgrade(&brand.recognise(&mine).await.unwrap());
-            let mut reflect = host.reflect_request();
-            reflect.get().set_sequencer(mine);
-            let response = reflect.send().promise.await.unwrap();
-            let back = response.get().unwrap().get_sequencer().unwrap();
+            let back = reflect(&host, &mine).await;
+            drop(mine);
             assert_eq!(brand.len(), 1);
-            drop((back, response));
+            drop(back);
             eventually(|| brand.is_empty()).await;
             assert!(watch.upgrade().is_none(), "the object itself is gone");
         })
@@ -370,10 +370,7 @@ fn an_object_of_the_one_model_is_recognised_when_handed_back_and_strangers_are_n
             assert_eq!(brand.objects().len(), 1);
 
             // Sent to bob and handed back: the same object, reached near.
-            let mut reflect = host.reflect_request();
-            reflect.get().set_sequencer(mine.clone());
-            let response = reflect.send().promise.await.unwrap();
-            let back = response.get().unwrap().get_sequencer().unwrap();
+            let back = reflect(&host, &mine).await;
             let found = brand
                 .recognise_object(&back)
                 .await
@@ -393,7 +390,7 @@ fn an_object_of_the_one_model_is_recognised_when_handed_back_and_strangers_are_n
             }
 
             // Dropped everywhere (bob's proxy too), the member goes.
-            drop((mine, back, response, found, tally));
+            drop((mine, back, found, tally));
             eventually(|| brand.objects().is_empty() && brand.is_empty()).await;
         })
         .wait()
