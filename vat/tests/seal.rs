@@ -105,6 +105,23 @@ where
     (vat, addr, key)
 }
 
+/// Runs `work` in a vat alice with the host a vat bob serves over TLS
+/// (the one `make` exports), then stops both.
+fn alice_calls_bobs_host<W, Fut>(make: fn() -> host::Client, work: W)
+where
+    W: FnOnce(host::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (bob, addr, key) = serve("bob", move || make().client);
+    let alice = VatHandle::start("alice").unwrap();
+    alice
+        .run_async(move || async move { work(dial(addr, key).await).await })
+        .wait()
+        .unwrap();
+    alice.stop().unwrap();
+    bob.stop().unwrap();
+}
+
 /// The bootstrap of the vat at `addr`, dialled over TLS.
 async fn dial<C: capnp::capability::FromClientHook>(addr: SocketAddr, key: PublicKey) -> C {
     let connection = tls::dial(addr, key, None, None, Limits::default())
@@ -215,14 +232,9 @@ fn a_crashed_object_is_not_recognised() {
 
 #[test]
 fn an_export_sent_to_another_vat_and_handed_back_is_recognised() {
-    let (bob, addr, key) = serve("bob", || {
-        let host: host::Client = vat::export(vat::demo::Host::new("bob"));
-        host.client
-    });
-    let alice = VatHandle::start("alice").unwrap();
-    alice
-        .run_async(move || async move {
-            let host: host::Client = dial(addr, key).await;
+    alice_calls_bobs_host(
+        || vat::export(vat::demo::Host::new("bob")),
+        |host| async move {
             let brand = Brand::new();
             let mine: sequencer::Client = brand.export(Token::default());
 
@@ -248,46 +260,30 @@ fn an_export_sent_to_another_vat_and_handed_back_is_recognised() {
                 brand.recognise(&promised).await.is_some(),
                 "a resolved promise"
             );
-        })
-        .wait()
-        .unwrap();
-    alice.stop().unwrap();
-    bob.stop().unwrap();
+        },
+    );
 }
 
 #[test]
 fn another_vats_object_of_the_same_type_is_not_recognised() {
-    let (bob, addr, key) = serve("bob", || {
-        let host: host::Client = vat::export(BrandingHost(Brand::new()));
-        host.client
-    });
-    let alice = VatHandle::start("alice").unwrap();
-    alice
-        .run_async(move || async move {
-            let host: host::Client = dial(addr, key).await;
+    alice_calls_bobs_host(
+        || vat::export(BrandingHost(Brand::new())),
+        |host| async move {
             let response = host.sequencer_request().send().promise.await.unwrap();
             let theirs = response.get().unwrap().get_sequencer().unwrap();
             push(&theirs, 1).await.unwrap();
             let brand: Brand<Token> = Brand::new();
             let _mine: sequencer::Client = brand.export(Token::default());
             assert!(brand.recognise(&theirs).await.is_none());
-        })
-        .wait()
-        .unwrap();
-    alice.stop().unwrap();
-    bob.stop().unwrap();
+        },
+    );
 }
 
 #[test]
 fn a_proxy_in_another_vat_is_not_recognised() {
-    let (bob, addr, key) = serve("bob", || {
-        let host: host::Client = vat::export(ProxyingHost);
-        host.client
-    });
-    let alice = VatHandle::start("alice").unwrap();
-    alice
-        .run_async(move || async move {
-            let host: host::Client = dial(addr, key).await;
+    alice_calls_bobs_host(
+        || vat::export(ProxyingHost),
+        |host| async move {
             let brand = Brand::new();
             let mine: sequencer::Client = brand.export(Token::default());
             let proxy = reflect(&host, &mine).await;
@@ -297,11 +293,8 @@ fn a_proxy_in_another_vat_is_not_recognised() {
             assert_eq!(found.pushes.get(), 1);
             // ...but it is bob's object, not ours.
             assert!(brand.recognise(&proxy).await.is_none());
-        })
-        .wait()
-        .unwrap();
-    alice.stop().unwrap();
-    bob.stop().unwrap();
+        },
+    );
 }
 
 #[test]
@@ -356,14 +349,9 @@ impl Tally {
 
 #[test]
 fn an_object_of_the_one_model_is_recognised_when_handed_back_and_strangers_are_not() {
-    let (bob, addr, key) = serve("bob", || {
-        let host: host::Client = vat::export(vat::demo::Host::new("bob"));
-        host.client
-    });
-    let alice = VatHandle::start("alice").unwrap();
-    alice
-        .run_async(move || async move {
-            let host: host::Client = dial(addr, key).await;
+    alice_calls_bobs_host(
+        || vat::export(vat::demo::Host::new("bob")),
+        |host| async move {
             let brand: Brand<Tally> = Brand::new();
             let tally = vat::spawn(Tally::default());
             let mine: sequencer::Client = brand.export_object(&tally);
@@ -392,9 +380,6 @@ fn an_object_of_the_one_model_is_recognised_when_handed_back_and_strangers_are_n
             // Dropped everywhere (bob's proxy too), the member goes.
             drop((mine, back, found, tally));
             eventually(|| brand.objects().is_empty() && brand.is_empty()).await;
-        })
-        .wait()
-        .unwrap();
-    alice.stop().unwrap();
-    bob.stop().unwrap();
+        },
+    );
 }
