@@ -392,3 +392,14 @@ impl Drop for PeerProcess {
         self.kill();
     }
 }
+
+/// A field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …), in KiB: what the
+/// memory tests read of a vat in a child process.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

@@ -19,20 +19,11 @@ use std::time::{Duration, Instant};
 
 use schema::gateway_capnp::gateway;
 use sturdyrefs::SturdyRef;
+use tests::status_kib;
 use vat::net::Limits;
 use vat::VatHandle;
 
 const CONNECTIONS: usize = 1000;
-
-/// A field of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// This process's soft limit on open files.
 fn open_files_limit() -> u64 {

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use schema::demo_capnp::host;
-use tests::{PeerProcess, Route};
+use tests::{status_kib, PeerProcess, Route};
 use vat::VatHandle;
 
 const CONNECTIONS: usize = 150;
@@ -33,16 +33,6 @@ const SENT: usize = 4 * 1024;
 const MEMORY_BOUND_KIB: u64 = 64 * 1024;
 /// How long to wait for something that must happen; only a hang guard.
 const HANG_GUARD: Duration = Duration::from_secs(120);
-
-/// A field of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// The field `name` of a report of the peer's partial messages.
 fn field(line: &str, name: &str) -> usize {
