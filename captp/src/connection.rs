@@ -129,7 +129,7 @@ impl Connection {
             side = ?side,
             peer_key = ?peer_key
         );
-        tokio::task::spawn_local(
+        vat_env::spawn(
             async move {
                 tracing::debug!("session open");
                 let result = system.await;
@@ -217,7 +217,7 @@ impl Connection {
     pub fn shut_down(&self) {
         if let Some(disconnector) = self.spare_disconnector.borrow_mut().take() {
             let label = self.label.clone();
-            tokio::task::spawn_local(async move {
+            vat_env::spawn(async move {
                 if let Err(error) = disconnector.await {
                     tracing::debug!(peer = %label, error = %Untrusted(&error), "the shutdown ended with an error");
                 }

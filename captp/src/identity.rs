@@ -54,7 +54,7 @@ impl Identity {
     /// number generator. Nothing is written anywhere (tests, throwaway vats).
     pub fn generate() -> Result<Identity, IdentityError> {
         let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut seed[..]).map_err(|e| IdentityError::Random(e.to_string()))?;
+        vat_env::fill(&mut seed[..]).map_err(|e| IdentityError::Random(e.to_string()))?;
         Ok(Identity {
             key: SigningKey::from_bytes(&seed),
         })
@@ -220,7 +220,7 @@ fn parse_key_file(bytes: &[u8]) -> Result<SigningKey, String> {
 /// A fresh, unguessable name for the temporary key file.
 fn temporary_name() -> Result<String, IdentityError> {
     let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(|e| IdentityError::Random(e.to_string()))?;
+    vat_env::fill(&mut random).map_err(|e| IdentityError::Random(e.to_string()))?;
     let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!(".{}.{suffix}.tmp", Identity::KEY_FILE))
 }

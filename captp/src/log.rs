@@ -26,7 +26,9 @@
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use vat_env::Instant;
 
 use tracing::Instrument;
 
@@ -260,7 +262,7 @@ impl Throttled {
     /// share; `detail` describes a suppressed one for the summary, e.g.
     /// "from ADDR: REASON" (made safe with [`Untrusted`]).
     pub(crate) fn warn(&self, detail: impl FnOnce() -> String, log: impl FnOnce()) {
-        let verdict = self.limiter.borrow_mut().note(Instant::now(), detail);
+        let verdict = self.limiter.borrow_mut().note(vat_env::now(), detail);
         match verdict {
             Verdict::Log { suppressed } => {
                 if let Some(suppressed) = suppressed {
@@ -274,10 +276,10 @@ impl Throttled {
                 };
                 let this = self.clone();
                 let span = self.span.clone();
-                tokio::task::spawn_local(
+                vat_env::spawn(
                     async move {
-                        tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
-                        let summary = this.limiter.borrow_mut().summary(Instant::now());
+                        vat_env::sleep_until(end).await;
+                        let summary = this.limiter.borrow_mut().summary(vat_env::now());
                         if let Some(suppressed) = summary {
                             this.log_summary(&suppressed);
                         }
@@ -333,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_logged_then_the_rest_counted_until_the_interval_ends() {
-        let start = Instant::now();
+        let start = vat_env::now();
         let second = Duration::from_secs(1);
         let mut limiter = WarnLimiter::new(3, 10 * second);
         let verdicts: Vec<Verdict> = (0..6)
@@ -353,7 +355,7 @@ mod tests {
 
     #[test]
     fn the_next_warning_after_an_unsummarised_interval_carries_its_count() {
-        let start = Instant::now();
+        let start = vat_env::now();
         let mut limiter = WarnLimiter::new(1, Duration::from_secs(10));
         limiter.note(start, String::new);
         limiter.note(start, || "late".to_string());
@@ -367,7 +369,7 @@ mod tests {
 
     #[test]
     fn an_interval_without_suppressions_has_no_summary() {
-        let start = Instant::now();
+        let start = vat_env::now();
         let mut limiter = WarnLimiter::new(5, Duration::from_secs(10));
         limiter.note(start, String::new);
         assert_eq!(limiter.summary(start + Duration::from_secs(10)), None);

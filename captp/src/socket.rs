@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use vat_env::Instant;
 
 use crate::{DialStage, Limits, NetError};
 
@@ -23,7 +23,7 @@ pub(crate) async fn connect(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<TcpStream, NetError> {
-    match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+    match vat_env::timeout_at(deadline, TcpStream::connect(addr)).await {
         Err(_elapsed) => Err(NetError::DialTimedOut {
             addr,
             timeout,

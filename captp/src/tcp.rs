@@ -33,7 +33,7 @@ pub async fn dial_within(
     limits: Limits,
 ) -> Result<Connection, NetError> {
     tracing::warn!(%addr, "{PLAIN_TCP_WARNING}");
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = vat_env::now() + timeout;
     let stream = crate::socket::connect(addr, deadline, timeout).await?;
     crate::socket::prepare(&stream, &limits)?;
     Ok(Connection::open(
@@ -98,7 +98,7 @@ impl Listener {
     /// connection are logged and do not stop the loop.
     pub fn serve(self, bootstrap: capnp::capability::Client, limits: Limits) {
         let span = tracing::info_span!("listener", addr = %self.addr);
-        tokio::task::spawn_local(tracing::Instrument::instrument(
+        vat_env::spawn(tracing::Instrument::instrument(
             async move {
                 tracing::info!("accepting connections");
                 loop {
@@ -110,7 +110,7 @@ impl Listener {
                             tracing::warn!(%error, "accept failed");
                             // Back off briefly so that a persistent failure
                             // (out of file descriptors) does not spin.
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            vat_env::sleep(std::time::Duration::from_millis(50)).await;
                         }
                     }
                 }

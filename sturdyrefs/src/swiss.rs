@@ -43,7 +43,7 @@ impl SwissNumber {
     /// A fresh swiss number from the operating system's CSPRNG.
     pub fn generate() -> Result<SwissNumber, RandomError> {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(RandomError)?;
+        vat_env::fill(&mut bytes).map_err(RandomError)?;
         let swiss = SwissNumber(bytes);
         bytes.zeroize();
         Ok(swiss)

@@ -78,6 +78,12 @@ pub(crate) struct VatCore {
     /// While `Some`, every export records its client pointer and id here
     /// (`far::capture_exports`).
     export_capture: RefCell<Option<Vec<(usize, ObjectId)>>>,
+    /// State the vat's subsystems keep per vat (its connection manager, its
+    /// root supervisor, its stop hooks), one value per type: a thread may
+    /// run many vats (a simulation does), so none of it is thread-local.
+    locals: RefCell<Vec<Rc<dyn Any>>>,
+    /// The environment the vat was started with (`None`: the real one).
+    world: Option<Rc<dyn vat_env::World>>,
 }
 
 /// What a crash watcher is told: the error the crashed object's callers get.
@@ -104,8 +110,38 @@ pub(crate) fn install(core: Option<Rc<VatCore>>) {
     CURRENT.with(|c| *c.borrow_mut() = core);
 }
 
+/// Runs `f` as code of `core`'s vat, with its environment installed, then
+/// restores whatever ran before: a thread that drives many vats (a
+/// simulation) switches between them this way.
+pub(crate) fn enter<R>(core: &Rc<VatCore>, f: impl FnOnce() -> R) -> R {
+    let before = CURRENT.with(|c| c.replace(Some(core.clone())));
+    struct Restore(Option<Option<Rc<VatCore>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take().flatten();
+            let _ = CURRENT.try_with(|c| c.replace(before));
+        }
+    }
+    let _restore = Restore(Some(before));
+    vat_env::enter(core.world.clone(), f)
+}
+
+/// This vat's value of type `T`, made with `T::default()` on first use.
+/// Outside a vat, a fresh value each time (nothing outside a vat keeps
+/// per-vat state).
+pub(crate) fn vat_local<T: Default + 'static>() -> Rc<T> {
+    match current() {
+        Some(core) => core.local(),
+        None => Rc::new(T::default()),
+    }
+}
+
 impl VatCore {
-    pub(crate) fn new(name: &str, shared: ArcWeak<Shared>) -> VatCore {
+    pub(crate) fn new(
+        name: &str,
+        shared: ArcWeak<Shared>,
+        world: Option<Rc<dyn vat_env::World>>,
+    ) -> VatCore {
         VatCore {
             name: name.into(),
             queue: RefCell::new(VecDeque::with_capacity(256)),
@@ -120,11 +156,24 @@ impl VatCore {
             stop_requested: Rc::new(tokio::sync::Notify::new()),
             crash_watchers: RefCell::default(),
             export_capture: RefCell::new(None),
+            locals: RefCell::default(),
+            world,
         }
     }
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This vat's value of type `T` (see [`vat_local`]).
+    pub(crate) fn local<T: Default + 'static>(&self) -> Rc<T> {
+        let mut locals = self.locals.borrow_mut();
+        if let Some(found) = locals.iter().find_map(|l| l.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Rc::new(T::default());
+        locals.push(made.clone());
+        made
     }
 
     pub(crate) fn heap(&self) -> &Heap {
@@ -192,6 +241,8 @@ impl VatCore {
         drop(watchers);
         self.unwound.borrow_mut().clear();
         self.loop_waker.borrow_mut().take();
+        let locals = std::mem::take(&mut *self.locals.borrow_mut());
+        drop(locals);
     }
 
     /// Calls `watcher` (once) when the object `id` crashes.

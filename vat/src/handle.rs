@@ -41,10 +41,21 @@ pub(crate) struct Shared {
 /// assert_eq!(vat.name(), "alice");
 /// vat.stop().unwrap();
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct VatBuilder {
-    name: String,
+    pub(crate) name: String,
     standard_panic_hook: bool,
+    pub(crate) world: Option<Rc<dyn vat_env::World>>,
+}
+
+impl std::fmt::Debug for VatBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VatBuilder")
+            .field("name", &self.name)
+            .field("standard_panic_hook", &self.standard_panic_hook)
+            .field("simulated", &self.world.is_some())
+            .finish()
+    }
 }
 
 impl VatBuilder {
@@ -54,7 +65,15 @@ impl VatBuilder {
         VatBuilder {
             name: name.into(),
             standard_panic_hook: false,
+            world: None,
         }
+    }
+
+    /// Runs the vat in `world` (a simulator's): its wall clock and random
+    /// source. Without it the vat runs in the real environment.
+    pub fn world(mut self, world: Rc<dyn vat_env::World>) -> VatBuilder {
+        self.world = Some(world);
+        self
     }
 
     /// Keeps the process's panic hook (Rust's default one prints `thread
@@ -68,7 +87,20 @@ impl VatBuilder {
     }
 
     /// Starts the vat on a thread of its own and returns a handle to it.
+    ///
+    /// A vat given a [`world`](VatBuilder::world) is not `Send` and runs
+    /// only where its owner drives it ([`host`](VatBuilder::host)); this
+    /// refuses it.
     pub fn start(self) -> Result<VatHandle, Error> {
+        if self.world.is_some() {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                format!(
+                    "cannot start vat {} on a thread: it runs in a world of its own; use VatBuilder::host",
+                    self.name
+                ),
+            ));
+        }
         static SERIAL: AtomicU64 = AtomicU64::new(1);
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
         let (commands, inbox) = mpsc::unbounded_channel();
@@ -142,7 +174,7 @@ fn vat_thread(
         }
     };
     let local = tokio::task::LocalSet::new();
-    let core = Rc::new(VatCore::new(name, shared));
+    let core = Rc::new(VatCore::new(name, shared, None));
     core::install(Some(core.clone()));
     let span = tracing::info_span!("vat", name, serial);
     let stop_requested = core.stop_requested.clone();
@@ -150,7 +182,7 @@ fn vat_thread(
     local.block_on(
         &runtime,
         async {
-            tokio::task::spawn_local(TurnLoop { core: core.clone() });
+            vat_env::spawn(TurnLoop { core: core.clone() });
             tracing::debug!("started");
             loop {
                 tokio::select! {
@@ -172,7 +204,7 @@ fn vat_thread(
     // Dropping the local set drops every task of the vat: network sessions
     // close their sockets, so peers see the disconnect at once.
     drop(local);
-    run_stop_hooks();
+    run_stop_hooks(&core);
     core.finish_stop();
     core::install(None);
     drop(core);
@@ -290,7 +322,7 @@ impl VatHandle {
         self.submit(Box::new(move || {
             match catch_unwind(AssertUnwindSafe(work)) {
                 Ok(future) => {
-                    tokio::task::spawn_local(async move {
+                    vat_env::spawn(async move {
                         let result = AssertUnwindSafe(future)
                             .catch_unwind()
                             .await
@@ -414,14 +446,12 @@ impl VatHandle {
     }
 }
 
-thread_local! {
-    /// What to run when this thread's vat stops (a vat is one thread).
-    static STOP_HOOKS: std::cell::RefCell<Vec<Box<dyn FnOnce()>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
+/// What to run when the vat stops.
+#[derive(Default)]
+struct StopHooks(std::cell::RefCell<Vec<Box<dyn FnOnce()>>>);
 
-fn run_stop_hooks() {
-    let hooks = STOP_HOOKS.with(|hooks| std::mem::take(&mut *hooks.borrow_mut()));
+pub(crate) fn run_stop_hooks(core: &VatCore) {
+    let hooks = std::mem::take(&mut *core.local::<StopHooks>().0.borrow_mut());
     for hook in hooks {
         if catch_unwind(AssertUnwindSafe(hook)).is_err() {
             tracing::error!("a stop hook panicked");
@@ -566,7 +596,11 @@ impl LocalVat {
     /// object of it leaks (a file lock, a thread). Hooks run in the order
     /// registered, on the vat's thread.
     pub fn on_stop(&self, hook: impl FnOnce() + 'static) {
-        STOP_HOOKS.with(|hooks| hooks.borrow_mut().push(Box::new(hook)));
+        self.core
+            .local::<StopHooks>()
+            .0
+            .borrow_mut()
+            .push(Box::new(hook));
     }
 
     /// Stops this vat once the current turn ends.

@@ -60,6 +60,7 @@ mod far;
 pub mod group;
 mod handle;
 mod heap;
+mod hosted;
 mod hook;
 pub mod object;
 mod panic_hook;
@@ -74,6 +75,7 @@ pub use far::export;
 pub use handle::{
     current, spawn, spawn_cyclic, try_current, Completion, LocalVat, Root, VatBuilder, VatHandle,
 };
+pub use hosted::HostedVat;
 pub use heap::{ObjectId, ObjectInfo, ObjectKind, ObjectState};
 pub use object::{done, later, Far, Later, Reply, Served};
 pub use promise::{promise, Promise, Resolver};

@@ -336,7 +336,7 @@ impl<T: 'static> Ref<T> {
         self.object.vat.enqueue_fn(move || {
             let (future, future_resolver) = crate::promise::promise::<F>();
             target.deliver(message, future_resolver);
-            tokio::task::spawn_local(async move {
+            vat_env::spawn(async move {
                 let work = match future.await {
                     Ok(work) => work,
                     Err(error) => return resolver.break_with(error),

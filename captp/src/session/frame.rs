@@ -13,7 +13,6 @@ use std::time::Duration;
 use capnp::message::{Builder, HeapAllocator, Reader, ReaderOptions, ReaderSegments};
 use capnp::Word;
 use futures::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
 
 use super::budget::{Partial, FREE_BYTES};
 use crate::Limits;
@@ -185,7 +184,7 @@ where
     }
     let timeout = limits.message_body_timeout;
     // A bound too far to be a time is no bound.
-    let deadline = Instant::now().checked_add(timeout);
+    let deadline = vat_env::now().checked_add(timeout);
     let mut arrival = Arrival {
         partial: Partial::begin(),
         received: 0,
@@ -194,7 +193,7 @@ where
     arrival.arrived(read);
     let rest = read_rest(reader, &mut first, &mut arrival, limits, options);
     let in_time = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, rest).await,
+        Some(deadline) => vat_env::timeout_at(deadline, rest).await,
         None => Ok(rest.await),
     };
     match in_time {

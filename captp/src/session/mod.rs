@@ -30,7 +30,7 @@ use capnp_rpc::rpc_capnp::{exception, message};
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use futures::{AsyncBufRead, AsyncWrite, FutureExt};
 use tokio::sync::Notify;
-use tokio::time::Instant;
+use vat_env::Instant;
 
 use crate::Limits;
 pub use budget::{partial_messages, PartialMessages};
@@ -166,7 +166,7 @@ impl capnp_rpc::OutgoingMessage for Outgoing {
                 shared.exceeded(&exceeded);
             }
         }
-        shared.last_message.set(Instant::now());
+        shared.last_message.set(vat_env::now());
         let message = Rc::new(message);
         let written = shared.queue(Rc::clone(&message));
         let promise = written.map(|result| {
@@ -277,7 +277,7 @@ where
         let Some((message, bytes)) = message else {
             return Ok(None);
         };
-        shared.last_message.set(Instant::now());
+        shared.last_message.set(vat_env::now());
         let verdict = match message.get_root::<message::Reader>() {
             Ok(body) => {
                 let mut ledger = shared.ledger.borrow_mut();
@@ -396,7 +396,7 @@ where
         outbox: Outbox::default(),
         fatal: RefCell::new(None),
         alarm: Notify::new(),
-        last_message: Cell::new(Instant::now()),
+        last_message: Cell::new(vat_env::now()),
         bootstrap_answered: Notify::new(),
     });
     let usage = Usage(Rc::downgrade(&shared));
@@ -493,6 +493,6 @@ where
     // failing read) and ask for shutdown before the session ends; if it
     // never does, end after one more stall timeout.
     shared.fail(error.clone());
-    let _ = tokio::time::timeout(stall, shared.outbox.close_requested()).await;
+    let _ = vat_env::timeout(stall, shared.outbox.close_requested()).await;
     Err(error)
 }

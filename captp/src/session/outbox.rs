@@ -14,7 +14,7 @@ use capnp::message::{Builder, HeapAllocator};
 use futures::channel::oneshot;
 use futures::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-use tokio::time::Instant;
+use vat_env::Instant;
 
 use super::frame;
 
@@ -156,7 +156,7 @@ pub(super) async fn write_all<W>(outbox: &Outbox, stream: W, stall: Duration) ->
 where
     W: AsyncWrite + Unpin,
 {
-    let last_progress = Rc::new(Cell::new(Instant::now()));
+    let last_progress = Rc::new(Cell::new(vat_env::now()));
     // The watcher sits beneath the buffer, so it sees bytes the socket took,
     // not bytes the buffer took.
     let mut writer = futures::io::BufWriter::with_capacity(
@@ -216,14 +216,14 @@ async fn watched<F: Future>(
     last_progress: &Cell<Instant>,
     stall: Duration,
 ) -> Option<F::Output> {
-    last_progress.set(Instant::now());
+    last_progress.set(vat_env::now());
     let watchdog = async {
         loop {
             let deadline = last_progress.get() + stall;
-            if Instant::now() >= deadline {
+            if vat_env::now() >= deadline {
                 return;
             }
-            tokio::time::sleep_until(deadline).await;
+            vat_env::sleep_until(deadline).await;
         }
     };
     tokio::select! {
@@ -248,7 +248,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Watched<W> {
         let result = Pin::new(&mut self.inner).poll_write(cx, bytes);
         if let Poll::Ready(Ok(written)) = result {
             if written > 0 {
-                self.last_progress.set(Instant::now());
+                self.last_progress.set(vat_env::now());
             }
         }
         result

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::config;
@@ -61,14 +60,14 @@ pub async fn dial_within(
     offer: Option<capnp::capability::Client>,
     limits: Limits,
 ) -> Result<Connection, NetError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = vat_env::now() + timeout;
     let connector = TlsConnector::from(Arc::new(config::client(expected, identity)?));
     let server_name = config::server_name()?;
     let stream = crate::socket::connect(addr, deadline, timeout).await?;
     crate::socket::prepare(&stream, &limits)?;
     let failed = |reason| NetError::Handshake { addr, reason };
     let handshake = connector.connect(server_name, stream);
-    let stream = match tokio::time::timeout_at(deadline, handshake).await {
+    let stream = match vat_env::timeout_at(deadline, handshake).await {
         Err(_elapsed) => {
             return Err(NetError::DialTimedOut {
                 addr,

@@ -15,7 +15,6 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::Instrument;
@@ -191,7 +190,7 @@ impl TlsListener {
         let handshaker = self.handshaker;
         let pending = Pending::new(self.max_pending, self.max_pending_per_source);
         let socket = self.socket;
-        tokio::task::spawn_local(
+        vat_env::spawn(
             async move {
                 tracing::info!("accepting TLS connections");
                 let serving = Serving {
@@ -308,7 +307,7 @@ where
             self.pending.borrow_mut().end(dropped);
             self.warn_shed(dropped, peer);
         }
-        let task = tokio::task::spawn_local(
+        let task = vat_env::spawn(
             self.handshake(id, stream, peer)
                 .instrument(tracing::info_span!("handshake", %peer)),
         );
@@ -392,7 +391,7 @@ where
             // The aborted task's socket closes once the runtime drops it,
             // which the caller's yield lets happen.
             Some(dropped) => self.pending.borrow_mut().end(dropped),
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => vat_env::sleep(Duration::from_millis(50)).await,
         }
     }
 }
@@ -446,11 +445,11 @@ impl Handshaker {
         stream: TcpStream,
         hello: impl FnOnce(),
     ) -> Result<(TlsStream<TcpStream>, Option<PublicKey>), HandshakeError> {
-        let started = Instant::now();
+        let started = vat_env::now();
         let deadline = started + self.timeout;
         let hello_deadline = (started + self.hello_timeout).min(deadline);
         let awaiting_hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
-        let start = match tokio::time::timeout_at(hello_deadline, awaiting_hello).await {
+        let start = match vat_env::timeout_at(hello_deadline, awaiting_hello).await {
             Err(_elapsed) if hello_deadline < deadline => {
                 return Err(HandshakeError::NoClientHello(self.hello_timeout))
             }
@@ -460,7 +459,7 @@ impl Handshaker {
         };
         hello();
         let handshake = start.into_stream(Arc::clone(&self.config));
-        let stream = match tokio::time::timeout_at(deadline, handshake).await {
+        let stream = match vat_env::timeout_at(deadline, handshake).await {
             Err(_elapsed) => return Err(HandshakeError::TimedOut(self.timeout)),
             Ok(Err(error)) => return Err(failure(error)),
             Ok(Ok(stream)) => stream,

@@ -91,7 +91,7 @@ pub trait Store: Send + Sync {
     /// system's CSPRNG, whose hash is stored with the record. The swiss
     /// number itself is returned to the caller and kept nowhere.
     fn mint(&self, object: ObjectRef, options: MintOptions) -> Result<Minted, StoreError> {
-        self.mint_at(object, options, SystemTime::now())
+        self.mint_at(object, options, vat_env::wall())
     }
 
     /// [`Store::mint`], with `now` as the creation time.
@@ -124,7 +124,7 @@ pub trait Store: Send + Sync {
     /// learns nothing; then [`Lookup::Revoked`]; then [`Lookup::Expired`];
     /// else [`Lookup::Found`].
     fn lookup(&self, swiss: &SwissNumber, presenter: Option<&VatId>) -> Result<Lookup, StoreError> {
-        self.lookup_at(swiss, presenter, SystemTime::now())
+        self.lookup_at(swiss, presenter, vat_env::wall())
     }
 
     /// [`Store::lookup`], at time `now`.

@@ -215,7 +215,7 @@ impl RedbStore {
             .insert(hash.as_bytes(), bytes.as_slice())
             .map_err(backend("writing a token"))?;
         if record.single_use {
-            RedbStore::queue(queue, SystemTime::now(), hash)?;
+            RedbStore::queue(queue, vat_env::wall(), hash)?;
         }
         Ok(Some(true))
     }

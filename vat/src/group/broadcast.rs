@@ -107,7 +107,7 @@ impl Group {
     {
         let sent = send(self.client());
         let group = self.shared.name.clone();
-        tokio::task::spawn_local(async move {
+        vat_env::spawn(async move {
             if let Err(error) = sent.await {
                 tracing::warn!(%group, error = %Untrusted(Error::from(error)), "a one-way message to a member failed");
             }
@@ -146,7 +146,7 @@ impl Group {
         for member in self.shared.snapshot() {
             let sent = send(C::new(member.hook.add_ref()));
             let shared = self.shared.clone();
-            tokio::task::spawn_local(async move {
+            vat_env::spawn(async move {
                 if let Err(error) = counted(&shared, &member, sent).await {
                     tracing::warn!(
                         group = %shared.name,

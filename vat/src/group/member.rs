@@ -7,7 +7,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use capnp::private::capability::ClientHook;
-use tokio::time::Instant;
+use vat_env::Instant;
 
 use super::state::Shared;
 
@@ -82,7 +82,7 @@ impl Member {
             in_flight: Cell::new(0),
             calls: Cell::new(0),
             reachable: Cell::new(true),
-            next_probe: Cell::new(Instant::now()),
+            next_probe: Cell::new(vat_env::now()),
             backoff: Cell::new(Duration::ZERO),
             probing: Cell::new(false),
         }
@@ -122,7 +122,7 @@ impl Member {
             return false;
         }
         self.backoff.set(first_pause);
-        self.next_probe.set(Instant::now() + first_pause);
+        self.next_probe.set(vat_env::now() + first_pause);
         true
     }
 
@@ -149,7 +149,7 @@ impl Member {
     pub(crate) fn probe_failed(&self, max: Duration) {
         let pause = (self.backoff.get() * 2).min(max);
         self.backoff.set(pause);
-        self.next_probe.set(Instant::now() + pause);
+        self.next_probe.set(vat_env::now() + pause);
     }
 }
 

@@ -11,7 +11,6 @@ use std::rc::{Rc, Weak};
 
 use capnp::capability::FromClientHook;
 use schema::group_capnp::probe;
-use tokio::time::Instant;
 
 use super::member::Member;
 use super::state::Shared;
@@ -23,7 +22,7 @@ pub(crate) fn start(shared: &Rc<Shared>) {
         return;
     }
     let weak = Rc::downgrade(shared);
-    tokio::task::spawn_local(run(weak));
+    vat_env::spawn(run(weak));
 }
 
 async fn run(weak: Weak<Shared>) {
@@ -36,10 +35,10 @@ async fn run(weak: Weak<Shared>) {
                 shared.probing.set(false);
                 return;
             }
-            let now = Instant::now();
+            let now = vat_env::now();
             for member in down.iter().filter(|m| m.probe_due(now)) {
                 member.set_probing(true);
-                tokio::task::spawn_local(probe_one(weak.clone(), member.clone()));
+                vat_env::spawn(probe_one(weak.clone(), member.clone()));
             }
             down.iter()
                 .filter_map(|m| m.next_probe())
@@ -47,7 +46,7 @@ async fn run(weak: Weak<Shared>) {
                 .unwrap_or(now + shared.probe.initial)
                 .max(now + shared.probe.initial / 4)
         };
-        tokio::time::sleep_until(wake).await;
+        vat_env::sleep_until(wake).await;
     }
 }
 
@@ -56,7 +55,7 @@ async fn probe_one(weak: Weak<Shared>, member: Rc<Member>) {
         return;
     };
     let client = probe::Client::new(member.hook.add_ref());
-    let outcome = tokio::time::timeout(timeout, client.ping_request().send().promise).await;
+    let outcome = vat_env::timeout(timeout, client.ping_request().send().promise).await;
     let answered = match outcome {
         Err(_elapsed) => false,
         Ok(Ok(_)) => true,

@@ -139,7 +139,7 @@ impl group::Server for Service {
             request.get().set_as(content)?;
             let sent = request.send().promise;
             let shared = shared.clone();
-            tokio::task::spawn_local(async move {
+            vat_env::spawn(async move {
                 if let Err(error) = counted(&shared, &member, sent).await {
                     tracing::warn!(group = %shared.name, member = %member.id, error = %Untrusted(&error), "a one-way message to a member failed");
                 }

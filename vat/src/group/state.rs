@@ -157,7 +157,7 @@ impl Shared {
                 if count == 0 {
                     return None;
                 }
-                let nth = rand::random_range(0..count);
+                let nth = vat_env::random_below(count);
                 members.iter().filter(|m| eligible(m)).nth(nth).cloned()
             }
             Strategy::LeastInFlight => {

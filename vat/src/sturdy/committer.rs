@@ -1,6 +1,10 @@
 //! Group commit: a thread beside the vat that writes to the store, so the
 //! vat's loop never waits on a disk flush, and that folds the state changes
 //! queued while it was flushing into one transaction.
+//!
+//! In an environment that keeps everything on one thread (a simulation),
+//! the same batches are committed by a task of the vat instead, after the
+//! environment's disk delay.
 
 use std::cell::RefCell;
 use std::sync::mpsc;
@@ -46,12 +50,21 @@ enum Job {
 /// The vat's side of the commit thread. Dropping it ends the thread once
 /// the jobs already queued are done, and waits for that.
 pub(crate) struct Committer {
-    jobs: RefCell<Option<mpsc::Sender<Job>>>,
+    jobs: RefCell<Option<Jobs>>,
     thread: RefCell<Option<JoinHandle<()>>>,
+}
+
+/// Where jobs go: the commit thread, or the vat's own commit task.
+enum Jobs {
+    Thread(mpsc::Sender<Job>),
+    Task(futures::channel::mpsc::UnboundedSender<Job>),
 }
 
 impl Committer {
     pub(crate) fn start(store: Arc<dyn Store>, vat: &str) -> Result<Committer, Error> {
+        if !vat_env::threads_allowed() {
+            return Ok(Committer::on_the_vat(store));
+        }
         let (jobs, inbox) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("commit-{vat}"))
@@ -63,9 +76,39 @@ impl Committer {
                 )
             })?;
         Ok(Committer {
-            jobs: RefCell::new(Some(jobs)),
+            jobs: RefCell::new(Some(Jobs::Thread(jobs))),
             thread: RefCell::new(Some(thread)),
         })
+    }
+
+    /// A committer that is a task of the current vat.
+    fn on_the_vat(store: Arc<dyn Store>) -> Committer {
+        let (jobs, mut inbox) = futures::channel::mpsc::unbounded::<Job>();
+        vat_env::spawn(async move {
+            use futures::StreamExt;
+            let mut waiting = Vec::new();
+            while let Some(first) = inbox.next().await {
+                waiting.push(first);
+                while waiting.len() < MAX_BATCH {
+                    match inbox.try_recv() {
+                        Ok(job) => waiting.push(job),
+                        _ => break,
+                    }
+                }
+                if vat_env::injects(vat_env::InjectedBug::AckBeforeCommit) {
+                    acknowledge_puts_early(&mut waiting);
+                }
+                let delay = vat_env::store_delay();
+                if !delay.is_zero() {
+                    vat_env::sleep(delay).await;
+                }
+                commit_batch(&*store, &mut waiting);
+            }
+        });
+        Committer {
+            jobs: RefCell::new(Some(Jobs::Task(jobs))),
+            thread: RefCell::new(None),
+        }
     }
 
     /// Commits `bytes` as the state of `object`. The commit is queued now,
@@ -141,7 +184,8 @@ impl Committer {
     /// Queues `job` for the commit thread; `false` once the store closed.
     fn send(&self, job: Job) -> bool {
         match &*self.jobs.borrow() {
-            Some(jobs) => jobs.send(job).is_ok(),
+            Some(Jobs::Thread(jobs)) => jobs.send(job).is_ok(),
+            Some(Jobs::Task(jobs)) => jobs.unbounded_send(job).is_ok(),
             None => false,
         }
     }
@@ -201,6 +245,27 @@ fn run(store: &dyn Store, inbox: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        commit_batch(store, &mut waiting);
+    }
+}
+
+/// The injected bug [`vat_env::InjectedBug::AckBeforeCommit`]: tells the
+/// callers of the state changes in `waiting` they are durable before they
+/// are. Only a simulation that asks for it gets it, to prove that its
+/// property runs catch a lost write.
+fn acknowledge_puts_early(waiting: &mut [Job]) {
+    for job in waiting.iter_mut() {
+        if let Job::Put { ack, .. } = job {
+            let (early, _ignored) = oneshot::channel();
+            let _ = std::mem::replace(ack, early).send(Ok(()));
+        }
+    }
+}
+
+/// Runs the jobs in `waiting` in order, folding runs of state changes into
+/// one transaction each.
+fn commit_batch(store: &dyn Store, waiting: &mut Vec<Job>) {
+    {
         let mut puts = StateBatch::new();
         let mut acks = Vec::new();
         for job in waiting.drain(..) {

@@ -21,7 +21,6 @@ use captp::log::Untrusted;
 use captp::{Identity, Limits};
 use sturdyrefs::SturdyRef;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use super::restore::{restore_connected, RestoreError};
 use crate::error::{Error, ErrorKind};
@@ -113,7 +112,7 @@ struct Heal {
 impl Heal {
     /// The object to call, waiting for a reconnection if need be.
     async fn ready(&self) -> Result<(capnp::capability::Client, u64), Error> {
-        let deadline = Instant::now() + self.options.wait;
+        let deadline = vat_env::now() + self.options.wait;
         loop {
             // Made before looking, so a change in between is not missed.
             let changed = self.changed.notified();
@@ -134,7 +133,7 @@ impl Heal {
                 ));
             }
             self.waiting.set(self.waiting.get() + 1);
-            let woken = tokio::time::timeout_at(deadline, changed).await;
+            let woken = vat_env::timeout_at(deadline, changed).await;
             self.waiting.set(self.waiting.get() - 1);
             if woken.is_err() {
                 return Err(Error::new(
@@ -168,7 +167,7 @@ impl Heal {
         let weak = Rc::downgrade(state);
         let (token, identity, options) =
             (state.token.clone(), state.identity.clone(), state.options);
-        tokio::task::spawn_local(async move {
+        vat_env::spawn(async move {
             let mut delay = options.backoff_initial;
             loop {
                 let outcome = restore_connected(&token, identity.as_ref(), options.limits).await;
@@ -197,7 +196,7 @@ impl Heal {
                     }
                 }
                 drop(state);
-                tokio::time::sleep(jittered(delay)).await;
+                vat_env::sleep(jittered(delay)).await;
                 delay = (delay * 2).min(options.backoff_max);
             }
         });
@@ -206,7 +205,7 @@ impl Heal {
 
 /// Marks the reference down when `connection` ends.
 fn watch(state: Weak<Heal>, connection: Rc<captp::Connection>, generation: u64) {
-    tokio::task::spawn_local(async move {
+    vat_env::spawn(async move {
         let _ = connection.closed().await;
         if let Some(state) = state.upgrade() {
             Heal::down(&state, generation);
@@ -225,7 +224,7 @@ fn is_final(error: &Error) -> bool {
 /// `delay` give or take a fifth, so that many references cut off together
 /// do not all come back at the same instant.
 fn jittered(delay: Duration) -> Duration {
-    let factor = 0.8 + 0.4 * rand::random::<f64>();
+    let factor = 0.8 + 0.4 * vat_env::random_unit();
     delay.mul_f64(factor)
 }
 

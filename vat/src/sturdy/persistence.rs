@@ -420,7 +420,7 @@ impl Persistence {
         }
         let committer = Rc::clone(&self.inner.committer);
         let weak = self.downgrade();
-        tokio::task::spawn_local(async move {
+        vat_env::spawn(async move {
             match committer.revoke(hash).await {
                 Ok(_) => {
                     if let Some(persistence) = weak.upgrade() {
@@ -458,7 +458,7 @@ impl Persistence {
             parent.check()?;
         }
         let caller = Caller::from_presenter(caller);
-        let now = SystemTime::now();
+        let now = vat_env::wall();
         let expires_at = now + self.inner.config.handoff_lifetime;
         let reserved = self
             .inner
@@ -545,7 +545,7 @@ impl Persistence {
     /// The pass is queued at the call; the future holds no strong
     /// reference to the persistence.
     pub fn sweep(&self) -> impl Future<Output = Result<SweepReport, Error>> + 'static {
-        let now = SystemTime::now();
+        let now = vat_env::wall();
         let purge = self
             .inner
             .committer

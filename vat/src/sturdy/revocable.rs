@@ -40,7 +40,7 @@ impl Standing {
             ));
         }
         match self.expires_at {
-            Some(deadline) if SystemTime::now() >= deadline => Err(Error::new(
+            Some(deadline) if vat_env::wall() >= deadline => Err(Error::new(
                 ErrorKind::Expired,
                 "the sturdyref this reference was restored from has expired",
             )),

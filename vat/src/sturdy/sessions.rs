@@ -72,9 +72,9 @@ struct Manager {
     added: Rc<tokio::sync::Notify>,
 }
 
-thread_local! {
-    /// The manager of this vat (a vat is one thread).
-    static MANAGER: RefCell<Manager> = RefCell::new(Manager::default());
+/// Runs `f` on the current vat's manager.
+fn with_manager<R>(f: impl FnOnce(&RefCell<Manager>) -> R) -> R {
+    f(&crate::core::vat_local::<RefCell<Manager>>())
 }
 
 /// A connection the manager holds, as [`connections`] reports it.
@@ -100,7 +100,7 @@ pub struct ConnectionInfo {
 /// The open connections this vat's manager holds, for operators and tests.
 /// Must be called inside a vat (each vat has its own).
 pub fn connections() -> Vec<ConnectionInfo> {
-    MANAGER.with(|m| {
+    with_manager(|m| {
         let manager = m.borrow();
         let mut out = Vec::new();
         for (key, entries) in &manager.sessions {
@@ -127,12 +127,12 @@ pub(crate) fn offer_gateway(
     ours: PublicKey,
     gateway: impl Fn(VatId) -> Option<capnp::capability::Client> + 'static,
 ) {
-    MANAGER.with(|m| m.borrow_mut().gateways.insert(ours, Rc::new(gateway)));
+    with_manager(|m| m.borrow_mut().gateways.insert(ours, Rc::new(gateway)));
 }
 
 /// The connection new restores for `key` go over, if one is open.
 fn kept(key: &SessionKey) -> Option<Rc<Connection>> {
-    MANAGER.with(|m| {
+    with_manager(|m| {
         let manager = m.borrow();
         let entries = manager.sessions.get(key)?;
         winner(key, entries).map(|e| Rc::clone(&e.connection))
@@ -151,7 +151,7 @@ pub(crate) async fn session(
     if let Some(connection) = kept(&key) {
         return Ok(connection);
     }
-    let lock = MANAGER.with(|m| {
+    let lock = with_manager(|m| {
         Rc::clone(
             m.borrow_mut()
                 .dialling
@@ -166,7 +166,7 @@ pub(crate) async fn session(
         Some(connection) => Ok(connection),
         None => {
             let offer = key.1.and_then(|ours| {
-                let gateway = MANAGER.with(|m| m.borrow().gateways.get(&ours).cloned());
+                let gateway = with_manager(|m| m.borrow().gateways.get(&ours).cloned());
                 gateway.and_then(|g| g(key.0))
             });
             match dial_offering(token, identity, offer, limits).await {
@@ -176,7 +176,7 @@ pub(crate) async fn session(
         }
     };
     drop(guard);
-    MANAGER.with(|m| {
+    with_manager(|m| {
         let mut manager = m.borrow_mut();
         // Only the map and this task hold it: nobody waits to dial.
         if Rc::strong_count(&lock) == 2 {
@@ -189,7 +189,7 @@ pub(crate) async fn session(
 /// Forgets `connection` as a session for `key` (it failed as disconnected),
 /// so that the next restore dials afresh or takes another.
 pub(crate) fn forget(key: &SessionKey, connection: &Rc<Connection>) {
-    MANAGER.with(|m| {
+    with_manager(|m| {
         if let Some(entries) = m.borrow_mut().sessions.get_mut(key) {
             entries.retain(|e| !Rc::ptr_eq(&e.connection, connection));
         }
@@ -209,7 +209,7 @@ pub(crate) fn accepted(ours: PublicKey, connection: Connection, limits: Limits) 
     if theirs == ours {
         return;
     }
-    tokio::task::spawn_local(async move {
+    vat_env::spawn(async move {
         if !connection.peer_offers_bootstrap().await || connection.is_closed() {
             return;
         }
@@ -226,7 +226,7 @@ fn register(
     dialled_here: bool,
     limits: Limits,
 ) -> Rc<Connection> {
-    let (kept, start_sweeping) = MANAGER.with(|m| {
+    let (kept, start_sweeping) = with_manager(|m| {
         let mut manager = m.borrow_mut();
         let serial = manager.next_serial;
         manager.next_serial += 1;
@@ -259,7 +259,7 @@ fn register(
         (kept, start)
     });
     if start_sweeping {
-        tokio::task::spawn_local(sweep_while_any());
+        vat_env::spawn(sweep_while_any());
     }
     kept
 }
@@ -291,16 +291,16 @@ fn winner<'a>(key: &SessionKey, entries: &'a [Entry]) -> Option<&'a Entry> {
 /// Closes duplicates and idle connections, every so often, for as long as
 /// the manager holds any.
 async fn sweep_while_any() {
-    let added = MANAGER.with(|m| Rc::clone(&m.borrow().added));
+    let added = with_manager(|m| Rc::clone(&m.borrow().added));
     loop {
         let woken = added.notified();
-        let pause = MANAGER.with(|m| sweep(&mut m.borrow_mut()));
+        let pause = with_manager(|m| sweep(&mut m.borrow_mut()));
         let Some(pause) = pause else {
-            MANAGER.with(|m| m.borrow_mut().sweeping = false);
+            with_manager(|m| m.borrow_mut().sweeping = false);
             return;
         };
         tokio::select! {
-            () = tokio::time::sleep(pause) => {}
+            () = vat_env::sleep(pause) => {}
             () = woken => {}
         }
     }

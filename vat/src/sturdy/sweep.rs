@@ -32,8 +32,8 @@ pub struct SweepReport {
 
 /// Starts both tasks for `persistence`, in the current vat.
 pub(super) fn start(persistence: &Persistence) {
-    tokio::task::spawn_local(sweep_every(persistence.downgrade()));
-    tokio::task::spawn_local(summarise_every(persistence.downgrade()));
+    vat_env::spawn(sweep_every(persistence.downgrade()));
+    vat_env::spawn(summarise_every(persistence.downgrade()));
 }
 
 async fn sweep_every(weak: WeakPersistence) {
@@ -41,7 +41,7 @@ async fn sweep_every(weak: WeakPersistence) {
         let Some(interval) = weak.upgrade().map(|p| p.config().sweep_interval) else {
             return;
         };
-        tokio::time::sleep(interval).await;
+        vat_env::sleep(interval).await;
         loop {
             let Some(pass) = weak.upgrade().map(|p| p.sweep()) else {
                 return;
@@ -77,7 +77,7 @@ async fn summarise_every(weak: WeakPersistence) {
         let Some(interval) = weak.upgrade().map(|p| p.config().refusal_summary_interval) else {
             return;
         };
-        tokio::time::sleep(interval).await;
+        vat_env::sleep(interval).await;
         let Some(persistence) = weak.upgrade() else {
             return;
         };

@@ -1,7 +1,9 @@
 //! Restart intensity: at most N restarts in T, over a sliding window.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use vat_env::Instant;
 
 /// At most `max_restarts` restarts within any `period`; one more and the
 /// supervisor gives up: it stops its children and fails, which its own
@@ -76,7 +78,7 @@ mod tests {
     fn the_limit_is_exceeded_by_the_restart_after_the_last_allowed() {
         let limit = Intensity::new(3, Duration::from_secs(10));
         let mut window = Window::default();
-        let t0 = Instant::now();
+        let t0 = vat_env::now();
         for i in 0..3 {
             assert!(window.record(limit, t0 + Duration::from_secs(i)), "{i}");
         }
@@ -87,7 +89,7 @@ mod tests {
     fn restarts_older_than_the_period_leave_the_window() {
         let limit = Intensity::new(2, Duration::from_secs(10));
         let mut window = Window::default();
-        let t0 = Instant::now();
+        let t0 = vat_env::now();
         assert!(window.record(limit, t0));
         assert!(window.record(limit, t0 + Duration::from_secs(5)));
         // The first restart is exactly one period old: out of the window.
@@ -99,6 +101,6 @@ mod tests {
     #[test]
     fn zero_restarts_allowed_gives_up_at_the_first() {
         let mut window = Window::default();
-        assert!(!window.record(Intensity::new(0, Duration::from_secs(1)), Instant::now()));
+        assert!(!window.record(Intensity::new(0, Duration::from_secs(1)), vat_env::now()));
     }
 }

@@ -21,6 +21,14 @@ pub fn exit_process(error: &Error) {
     eprintln!(
         "vat: the root supervisor gave up ({error}); exiting with status {ROOT_GAVE_UP_EXIT}"
     );
+    // A simulated vat is a process of its own world: it stops, as its
+    // process would exit, and the simulator sees it gone.
+    if vat_env::is_simulated() {
+        if let Some(vat) = crate::try_current() {
+            vat.stop();
+        }
+        return;
+    }
     let handle = crate::try_current().and_then(|vat| vat.handle());
     let Some(handle) = handle else {
         std::process::exit(ROOT_GAVE_UP_EXIT);

@@ -280,7 +280,7 @@ pub(crate) async fn start_remote(
                 watch: results.get_watch()?,
             })
         };
-        match tokio::time::timeout(timeout, attempt).await {
+        match vat_env::timeout(timeout, attempt).await {
             Ok(Ok(remote)) => return Ok(remote),
             Ok(Err(error)) => attempts.push(format!("{}: {error}", spawner.describe())),
             Err(_) => attempts.push(format!(

@@ -136,7 +136,7 @@ impl Slot {
             }
         }
         if !running.is_empty() {
-            tokio::task::spawn_local(Drain { running, forward });
+            vat_env::spawn(Drain { running, forward });
         }
         life
     }
@@ -247,7 +247,7 @@ impl Slot {
                 queue.push_back(waiter.clone());
                 Promise::from_future(Wait {
                     waiter,
-                    deadline: Box::pin(tokio::time::sleep(self.limits.max_wait)),
+                    deadline: Box::pin(vat_env::sleep(self.limits.max_wait)),
                     child: self.name.clone(),
                     max_wait: self.limits.max_wait,
                 })

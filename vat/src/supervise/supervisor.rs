@@ -8,7 +8,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
-use std::time::{Instant, SystemTime};
 
 use capnp::capability::FromClientHook;
 use captp::log::Untrusted;
@@ -180,9 +179,13 @@ enum Event {
     },
 }
 
-thread_local! {
-    /// The root supervisor of the vat on this thread.
-    static ROOT: RefCell<Option<Weak<Inner>>> = const { RefCell::new(None) };
+/// The vat's root supervisor, where one was started.
+#[derive(Default)]
+struct Root(RefCell<Option<Weak<Inner>>>);
+
+/// Runs `f` on the current vat's root supervisor slot.
+fn with_root<R>(f: impl FnOnce(&RefCell<Option<Weak<Inner>>>) -> R) -> R {
+    f(&crate::core::vat_local::<Root>().0)
 }
 
 /// The current vat's root supervisor, if one was started
@@ -191,7 +194,7 @@ thread_local! {
 /// as the [`Supervisor`] that `start_root` returned, not a name any code of
 /// the vat may look up.
 pub(crate) fn root() -> Option<Supervisor> {
-    ROOT.with(|r| r.borrow().as_ref().and_then(Weak::upgrade))
+    with_root(|r| r.borrow().as_ref().and_then(Weak::upgrade))
         .map(|inner| Supervisor { inner })
 }
 
@@ -220,7 +223,7 @@ impl Supervisor {
             service: RefCell::new(None),
         });
         let span = tracing::info_span!("supervisor", name = %inner.name);
-        tokio::task::spawn_local(run(inner.clone(), inbox).instrument(span));
+        vat_env::spawn(run(inner.clone(), inbox).instrument(span));
         Supervisor { inner }
     }
 
@@ -242,7 +245,7 @@ impl Supervisor {
         let supervisor = Supervisor::build(builder);
         supervisor.start_children(false).await?;
         if as_root {
-            ROOT.with(|r| *r.borrow_mut() = Some(Rc::downgrade(&supervisor.inner)));
+            with_root(|r| *r.borrow_mut() = Some(Rc::downgrade(&supervisor.inner)));
         }
         Ok(supervisor)
     }
@@ -332,7 +335,7 @@ impl Supervisor {
         let (reply, answer) = oneshot::channel();
         self.send(Event::Shutdown { reply });
         let _ = answer.await;
-        ROOT.with(|r| {
+        with_root(|r| {
             let mut root = r.borrow_mut();
             if root
                 .as_ref()
@@ -501,7 +504,7 @@ impl Inner {
             } => {
                 let remote = start_remote(&factory, generation, &spawners, timeout).await?;
                 let watch = remote.watch;
-                let task = tokio::task::spawn_local(async move {
+                let task = vat_env::spawn(async move {
                     let ending = watch_remote(watch).await;
                     ender(ending);
                 });
@@ -831,7 +834,7 @@ impl Inner {
     fn record_restart(&self) -> bool {
         self.window
             .borrow_mut()
-            .record(self.intensity, Instant::now())
+            .record(self.intensity, vat_env::now())
     }
 
     /// Waits the backoff before a restart.
@@ -839,7 +842,7 @@ impl Inner {
         let earlier = self.window.borrow().len().saturating_sub(1);
         let delay = self.backoff.delay(earlier);
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            vat_env::sleep(delay).await;
         }
     }
 
@@ -852,7 +855,7 @@ impl Inner {
             )
         };
         self.log.borrow_mut().push(CrashEntry {
-            time: SystemTime::now(),
+            time: vat_env::wall(),
             child,
             error,
             restarts,
