@@ -48,6 +48,7 @@ mod session;
 mod socket;
 mod tcp;
 pub mod tls;
+mod transport;
 
 pub use connection::{Connection, Side};
 pub use error::{DialStage, NetError};
@@ -58,3 +59,4 @@ pub use public_key::PublicKey;
 pub use session::{partial_messages, PartialMessages};
 pub use socket::DEFAULT_DIAL_TIMEOUT;
 pub use tcp::{dial, dial_within, Listener};
+pub use transport::{DialRequest, Transport};

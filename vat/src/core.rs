@@ -84,6 +84,8 @@ pub(crate) struct VatCore {
     locals: RefCell<Vec<Rc<dyn Any>>>,
     /// The environment the vat was started with (`None`: the real one).
     world: Option<Rc<dyn vat_env::World>>,
+    /// How it dials other vats (`None`: TLS over TCP).
+    transport: Option<Rc<dyn captp::Transport>>,
 }
 
 /// What a crash watcher is told: the error the crashed object's callers get.
@@ -141,6 +143,7 @@ impl VatCore {
         name: &str,
         shared: ArcWeak<Shared>,
         world: Option<Rc<dyn vat_env::World>>,
+        transport: Option<Rc<dyn captp::Transport>>,
     ) -> VatCore {
         VatCore {
             name: name.into(),
@@ -158,11 +161,17 @@ impl VatCore {
             export_capture: RefCell::new(None),
             locals: RefCell::default(),
             world,
+            transport,
         }
     }
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How this vat dials others, where it was given a transport.
+    pub(crate) fn transport(&self) -> Option<Rc<dyn captp::Transport>> {
+        self.transport.clone()
     }
 
     /// This vat's value of type `T` (see [`vat_local`]).

@@ -46,6 +46,7 @@ pub struct VatBuilder {
     pub(crate) name: String,
     standard_panic_hook: bool,
     pub(crate) world: Option<Rc<dyn vat_env::World>>,
+    pub(crate) transport: Option<Rc<dyn captp::Transport>>,
 }
 
 impl std::fmt::Debug for VatBuilder {
@@ -54,6 +55,7 @@ impl std::fmt::Debug for VatBuilder {
             .field("name", &self.name)
             .field("standard_panic_hook", &self.standard_panic_hook)
             .field("simulated", &self.world.is_some())
+            .field("own_transport", &self.transport.is_some())
             .finish()
     }
 }
@@ -66,7 +68,15 @@ impl VatBuilder {
             name: name.into(),
             standard_panic_hook: false,
             world: None,
+            transport: None,
         }
+    }
+
+    /// Dials other vats through `transport` (a simulator's network) instead
+    /// of TLS over TCP.
+    pub fn transport(mut self, transport: Rc<dyn captp::Transport>) -> VatBuilder {
+        self.transport = Some(transport);
+        self
     }
 
     /// Runs the vat in `world` (a simulator's): its wall clock and random
@@ -92,11 +102,11 @@ impl VatBuilder {
     /// only where its owner drives it ([`host`](VatBuilder::host)); this
     /// refuses it.
     pub fn start(self) -> Result<VatHandle, Error> {
-        if self.world.is_some() {
+        if self.world.is_some() || self.transport.is_some() {
             return Err(Error::new(
                 ErrorKind::Failed,
                 format!(
-                    "cannot start vat {} on a thread: it runs in a world of its own; use VatBuilder::host",
+                    "cannot start vat {} on a thread: it runs in a world or on a transport of its own; use VatBuilder::host",
                     self.name
                 ),
             ));
@@ -174,7 +184,7 @@ fn vat_thread(
         }
     };
     let local = tokio::task::LocalSet::new();
-    let core = Rc::new(VatCore::new(name, shared, None));
+    let core = Rc::new(VatCore::new(name, shared, None, None));
     core::install(Some(core.clone()));
     let span = tracing::info_span!("vat", name, serial);
     let stop_requested = core.stop_requested.clone();

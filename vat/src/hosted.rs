@@ -56,6 +56,7 @@ impl VatBuilder {
             &self.name,
             std::sync::Weak::new(),
             self.world.clone(),
+            self.transport.clone(),
         ));
         let span = tracing::info_span!("vat", name = %self.name);
         let inner = Rc::new(Inner {

@@ -651,6 +651,38 @@ impl Persistence {
         );
     }
 
+    /// Serves the gateway on one stream whose transport authenticated the
+    /// caller as `caller` itself (a simulator's network: see
+    /// [`Connection::open_authenticated`](captp::Connection::open_authenticated)),
+    /// this vat proving `ours`; the connection joins the vat's connection
+    /// manager as one accepted by [`serve`](Persistence::serve) does.
+    pub fn serve_authenticated<S>(
+        &self,
+        ours: captp::PublicKey,
+        stream: S,
+        caller: Option<captp::PublicKey>,
+        label: impl Into<String>,
+        limits: Limits,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 'static,
+    {
+        let weak = Rc::downgrade(&self.inner);
+        super::sessions::offer_gateway(ours, move |peer| {
+            let inner = weak.upgrade()?;
+            Some(Persistence { inner }.gateway(Some(peer)).client)
+        });
+        let bootstrap = self.gateway(caller.map(vat_id)).client;
+        let connection = captp::Connection::open_authenticated(
+            stream,
+            captp::Side::Acceptor,
+            Some(bootstrap),
+            limits,
+            label,
+            caller,
+        );
+        super::sessions::accepted(ours, connection, limits);
+    }
+
     /// What tokens may name: `kind#id` for each object provided or revived,
     /// and `kind#*` for each kind that can be revived, sorted.
     pub fn objects(&self) -> Vec<String> {

@@ -123,6 +123,31 @@ pub(crate) async fn dial_offering(
 ) -> Result<Connection, RestoreError> {
     let key = vat_key(token.vat());
     let mut attempts = Vec::new();
+    if let Some(transport) = crate::core::current().and_then(|core| core.transport()) {
+        for hint in token.hints() {
+            let host = match hint.host() {
+                Host::Dns(name) => name.to_string(),
+                Host::Ipv4(ip) => ip.to_string(),
+                Host::Ipv6(ip) => ip.to_string(),
+            };
+            let request = captp::DialRequest {
+                host,
+                port: hint.port(),
+                expected: key,
+                identity: identity.cloned(),
+                offer: offer.clone(),
+                limits,
+            };
+            match transport.dial(request).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => attempts.push((hint.to_string(), error)),
+            }
+        }
+        return Err(RestoreError::Unreachable {
+            vat: *token.vat(),
+            attempts,
+        });
+    }
     for hint in token.hints() {
         let addrs = match resolve(hint).await {
             Ok(addrs) => addrs,
