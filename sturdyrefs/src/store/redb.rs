@@ -108,6 +108,24 @@ impl RedbStore {
         Ok(store)
     }
 
+    /// Opens the store on `backend` (a simulator's disk, say) instead of a
+    /// file; `name` stands for its path in errors.
+    pub fn open_backend(
+        storage: impl ::redb::StorageBackend,
+        name: impl Into<PathBuf>,
+    ) -> Result<RedbStore, StoreError> {
+        let path = name.into();
+        let db = Database::builder()
+            .create_with_backend(storage)
+            .map_err(|error| match error {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+                other => backend("opening the database")(other),
+            })?;
+        let store = RedbStore { db, path };
+        store.prepare()?;
+        Ok(store)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
