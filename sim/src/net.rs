@@ -1726,4 +1726,38 @@ mod tests {
             })
             .await;
     }
+
+    #[tokio::test(start_paused = true, flavor = "current_thread")]
+    async fn a_listener_dropped_before_accepting_resets_its_dialler() {
+        LocalSet::new()
+            .run_until(async {
+                let (net, _log) = network(9);
+                let listener = net.listen("b", 1, Vec::new()).unwrap();
+                let (mut a, _) = net.connect("a", "b", 1, Vec::new(), LONG).await.unwrap();
+                drop(listener);
+                let error = a.read(&mut [0; 1]).await.unwrap_err();
+                assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+                assert_eq!(net.stats().resets, 1);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true, flavor = "current_thread")]
+    async fn a_connect_under_way_when_its_host_crashes_fails() {
+        LocalSet::new()
+            .run_until(async {
+                let (net, _log) = network(10);
+                let _listener = net.listen("b", 1, Vec::new()).unwrap();
+                let dial = spawn_local({
+                    let net = net.clone();
+                    async move { net.connect("a", "b", 1, Vec::new(), LONG).await }
+                });
+                tokio::task::yield_now().await;
+                net.crash_host("a");
+                let error = dial.await.unwrap().unwrap_err();
+                assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+                assert_eq!(net.stats().connections, 0);
+            })
+            .await;
+    }
 }
