@@ -317,7 +317,7 @@ impl SimHandle {
             };
             (vat, slot.disk.clone())
         };
-        event!(self.state.log, "crash {name}");
+        event!(self.state.log, "kill {name}");
         // Cut it off first, so nothing it does while its tasks drop gets out.
         self.state.net.crash_host(name);
         disk.crash();

@@ -44,7 +44,7 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub struct VatBuilder {
     pub(crate) name: String,
-    standard_panic_hook: bool,
+    pub(crate) standard_panic_hook: bool,
     pub(crate) world: Option<Rc<dyn vat_env::World>>,
     pub(crate) transport: Option<Rc<dyn captp::Transport>>,
 }

@@ -32,6 +32,8 @@ struct Inner {
     tasks: RefCell<Option<LocalSet>>,
     /// Set when the vat asked to stop itself (`LocalVat::stop_self`).
     stop_asked: Cell<bool>,
+    /// Whether panics print Rust's standard report (else one log line).
+    standard_panic_hook: bool,
     /// The driver's waker, to finish a stop asked from outside.
     driver: RefCell<Option<Waker>>,
     span: tracing::Span,
@@ -63,6 +65,7 @@ impl VatBuilder {
             core,
             tasks: RefCell::new(Some(LocalSet::new())),
             stop_asked: Cell::new(false),
+            standard_panic_hook: self.standard_panic_hook,
             driver: RefCell::new(None),
             span,
         });
@@ -185,7 +188,12 @@ impl Future for Drive {
             let _span = inner.span.enter();
             // Every task of the vat runs inside this poll, with the vat and
             // its world installed.
-            core::enter(&inner.core, || Pin::new(set).poll(cx))
+            let poll = || core::enter(&inner.core, || Pin::new(set).poll(cx));
+            if inner.standard_panic_hook {
+                poll()
+            } else {
+                crate::panic_hook::quiet_while(poll)
+            }
         };
         if inner.stop_asked.get() || polled.is_ready() {
             inner.stop();

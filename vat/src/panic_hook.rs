@@ -27,6 +27,23 @@ pub(crate) fn quiet_this_thread() {
     QUIET.with(|quiet| quiet.set(true));
 }
 
+/// Runs `f` with panics on this thread reported as log lines, then puts
+/// back what was set before: a hosted vat's polls, on a thread that also
+/// runs other code (a simulator's scenario, a test harness).
+pub(crate) fn quiet_while<R>(f: impl FnOnce() -> R) -> R {
+    install();
+    let before = QUIET.with(|quiet| quiet.replace(true));
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0;
+            let _ = QUIET.try_with(|quiet| quiet.set(before));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
 /// Installs the hook once per process, in front of whatever hook was set
 /// before (which still serves every other thread).
 fn install() {
