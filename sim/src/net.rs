@@ -263,6 +263,9 @@ struct End {
     /// The end's [`Stream`] is gone (or was never handed out).
     dropped: bool,
     reset: bool,
+    /// A reset was sent from this end to its peer (data reached it after
+    /// it was gone, as a kernel answers data for a closed socket).
+    answered_with_reset: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
 }
@@ -273,6 +276,7 @@ impl End {
             host: host.to_owned(),
             dropped: false,
             reset: false,
+            answered_with_reset: false,
             read_waker: None,
             write_waker: None,
         }
@@ -540,6 +544,15 @@ impl State {
                     let half = conn.half(sender);
                     half.unread = half.unread.saturating_sub(bytes.len());
                     conn.end(sender).wake_writer();
+                    // Data for a socket that is gone (closed, or its host
+                    // crashed and came back) is answered with a reset, so
+                    // the writer learns its peer is gone even if the reset
+                    // sent at the crash was lost.
+                    if !conn.end(receiver).answered_with_reset && !conn.end(sender).reset {
+                        conn.end(receiver).answered_with_reset = true;
+                        self.stats.resets += 1;
+                        self.send(conn_id, receiver, Payload::Rst);
+                    }
                 } else {
                     conn.half(sender).received.extend(bytes);
                     conn.end(receiver).wake_reader();
@@ -735,6 +748,11 @@ impl State {
         };
         let peer_live = !conn.end(side.other()).reset;
         let was_reset = conn.end(side).reset;
+        if was_reset {
+            // Reset before (a second crash of its host): the reset it sent
+            // then may still be held by a cut, and must not be lost.
+            return;
+        }
         conn.reset_end(side);
         if !was_reset && peer_live {
             self.stats.resets += 1;
@@ -1692,6 +1710,28 @@ mod tests {
                 drop(listener);
                 assert!(net.connect("a", "b", 1, Vec::new(), LONG).await.is_ok());
                 assert_eq!(net.stats().resets, 1);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true, flavor = "current_thread")]
+    async fn a_reset_held_by_a_cut_survives_a_second_crash_and_data_for_a_dead_end_is_reset() {
+        LocalSet::new()
+            .run_until(async {
+                let (net, _log) = network(9);
+                let listener = net.listen("b", 1, Vec::new()).unwrap();
+                let (mut a, _) = net.connect("a", "b", 1, Vec::new(), LONG).await.unwrap();
+                let (_b, _) = listener.accept().await.unwrap();
+                drop(listener);
+                // b crashes while cut off from a, comes back, crashes again.
+                net.partition("a", "b");
+                net.crash_host("b");
+                net.crash_host("b");
+                net.heal_all();
+                a.write_all(b"are you there").await.unwrap();
+                let read = tokio::time::timeout(LONG, a.read(&mut [0; 1])).await;
+                let read = read.expect("a's read never learnt that b is gone");
+                assert_eq!(kind(read), io::ErrorKind::ConnectionReset);
             })
             .await;
     }

@@ -36,6 +36,8 @@ const INTENSITY: Intensity = Intensity {
 /// Fault phases, each followed by a calm phase that checks recovery.
 const PHASES: usize = 2;
 const FAULT_PHASE: Duration = Duration::from_secs(12);
+/// How long any call may stay unsettled once the network has healed.
+const SETTLE: Duration = Duration::from_secs(60);
 /// How long a healing reference may take to come back in a calm phase.
 const RECOVERY: Duration = Duration::from_secs(20);
 const REPLAY: &str = "cargo test -p tests --test sim_federation -- --nocapture";
@@ -277,24 +279,33 @@ async fn read_counter(
     client: usize,
     target: usize,
     within: Duration,
-) -> Option<i64> {
+) -> Result<Option<i64>, String> {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
         let seen = seen.clone();
         let value = sim
             .within(CLIENTS[client], move || async move {
                 let reference = seen.healing.borrow().get(&(client, target)).cloned()?;
-                let reply = reference.get_request().send().promise.await.ok()?;
-                reply.get().ok().map(|r| r.get_value())
+                let call = reference.get_request().send().promise;
+                match vat_env::timeout(SETTLE, call).await {
+                    Err(_elapsed) => Some(Err(())),
+                    Ok(reply) => reply.ok()?.get().ok().map(|r| Ok(r.get_value())),
+                }
             })
             .await
             .flatten();
-        if value.is_some() {
-            return value;
+        match value {
+            Some(Ok(value)) => return Ok(Some(value)),
+            Some(Err(())) => return Err(format!(
+                "promises: a get through client-{}'s healing reference to {} did not settle within {SETTLE:?}",
+                client + 1,
+                COUNTERS[target]
+            )),
+            None => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    None
+    Ok(None)
 }
 
 /// Checks that restarts within any window of the intensity's period never
@@ -440,7 +451,7 @@ fn run(builder: SimBuilder) -> Report<Verdict> {
             }
             for client in 0..CLIENTS.len() {
                 for counter in 0..COUNTERS.len() {
-                    if read_counter(&sim, &seen, client, counter, RECOVERY).await.is_none() {
+                    if read_counter(&sim, &seen, client, counter, RECOVERY).await?.is_none() {
                         return Err(format!(
                             "healing: after the heal of phase {phase}, client-{} could not reach {} within {RECOVERY:?}",
                             client + 1,
@@ -462,7 +473,7 @@ fn run(builder: SimBuilder) -> Report<Verdict> {
         tokio::time::sleep(Duration::from_secs(40)).await;
         let mut finals = Vec::new();
         for counter in 0..COUNTERS.len() {
-            match read_counter(&sim, &seen, 0, counter, RECOVERY).await {
+            match read_counter(&sim, &seen, 0, counter, RECOVERY).await? {
                 Some(value) => finals.push(value),
                 None => return Err(format!("healing: {} unreachable at the end", COUNTERS[counter])),
             }
