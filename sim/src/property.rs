@@ -94,7 +94,14 @@ where
     F: Fn(SimBuilder) -> Report<Verdict>,
 {
     let (range, echo) = seeds(default_count);
-    let (summary, failure) = find_failure(range, echo, run);
+    let single = echo.then_some(range.start);
+    let (summary, failure) = find_failure(range, echo, |builder| {
+        let report = run(builder);
+        if let Some(seed) = single {
+            eprintln!("{scenario}: seed {seed}: {} events, log hash {}", report.events, report.hash);
+        }
+        report
+    });
     if let Some((seed, reason, report)) = failure {
         panic!(
             "{scenario}: seed {seed} failed: {reason}\nlast events:\n  {}\nreplay with: SIM_SEED={seed} {replay}",

@@ -508,6 +508,7 @@ fn an_acknowledgement_before_commit_is_caught_and_its_seed_replays_it() {
     let Some((seed, reason, report)) = failure else {
         panic!("500 seeds ran with the bug planted ({summary:?}) and none failed");
     };
+    eprintln!("the planted bug broke seed {seed} (after {} runs): {reason}", summary.seeds);
     assert!(reason.starts_with("durability"), "seed {seed}: {reason}");
     let replay = planted(SimBuilder::new(seed));
     assert_eq!(replay.hash, report.hash, "seed {seed} replayed another history");
