@@ -89,7 +89,10 @@ pub fn enter<R>(world: Option<Rc<dyn World>>, f: impl FnOnce() -> R) -> R {
 
 /// The world installed on this thread, if any (`None`: the real one).
 pub fn world() -> Option<Rc<dyn World>> {
-    CURRENT.try_with(|current| current.borrow().clone()).ok().flatten()
+    CURRENT
+        .try_with(|current| current.borrow().clone())
+        .ok()
+        .flatten()
 }
 
 /// Whether a simulated world is installed on this thread.

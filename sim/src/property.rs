@@ -42,7 +42,11 @@ impl Summary {
 /// The seeds a run covers: `SIM_SEED` alone, or `SIM_SEEDS` (else
 /// `default_count`) from `SIM_FIRST_SEED` (else 0).
 pub fn seeds(default_count: u64) -> (std::ops::Range<u64>, bool) {
-    let number = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let number = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
     if let Some(seed) = number("SIM_SEED") {
         return (seed..seed.saturating_add(1), true);
     }
@@ -98,7 +102,10 @@ where
     let (summary, failure) = find_failure(range, echo, |builder| {
         let report = run(builder);
         if let Some(seed) = single {
-            eprintln!("{scenario}: seed {seed}: {} events, log hash {}", report.events, report.hash);
+            eprintln!(
+                "{scenario}: seed {seed}: {} events, log hash {}",
+                report.events, report.hash
+            );
         }
         report
     });

@@ -8,6 +8,9 @@
 //! may be missing. `cargo test -p vat-sim --test counter_in_simulation`
 //! runs 100 seeds; a failure prints the seed and the command replaying it.
 
+// A test: a set-up step that fails should stop it with its reason.
+#![allow(clippy::expect_used)]
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
@@ -42,8 +45,11 @@ fn run(builder: SimBuilder) -> Report<Verdict> {
             async move {
                 let persistence = vat.persistence().expect("the server's store");
                 let counter = object_ref("counter", 1).expect("an object name");
-                persistence.durable::<DurableCounter>(1).expect("the counter");
-                vat.serve(&persistence, 4000, Limits::default()).expect("port 4000");
+                persistence
+                    .durable::<DurableCounter>(1)
+                    .expect("the counter");
+                vat.serve(&persistence, 4000, Limits::default())
+                    .expect("port 4000");
                 if seen.token.borrow().is_none() {
                     let token = persistence.mint(&counter, Default::default()).await;
                     *seen.token.borrow_mut() = token.ok();
@@ -96,7 +102,8 @@ fn run(builder: SimBuilder) -> Report<Verdict> {
         let token = seen.token.borrow().clone().ok_or("no token was minted")?;
         let held = sim
             .within("client", move || async move {
-                let counter: counter::Client = healing(token, None, HealOptions::default()).cast_to();
+                let counter: counter::Client =
+                    healing(token, None, HealOptions::default()).cast_to();
                 let reply = counter.get_request().send().promise.await.ok()?;
                 reply.get().ok().map(|r| r.get_value())
             })

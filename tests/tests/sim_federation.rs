@@ -130,14 +130,18 @@ impl Observed {
     }
 }
 
-fn counter_vat(index: usize, seen: Rc<Observed>) -> impl Fn(VatContext) -> futures::future::LocalBoxFuture<'static, ()> {
+fn counter_vat(
+    index: usize,
+    seen: Rc<Observed>,
+) -> impl Fn(VatContext) -> futures::future::LocalBoxFuture<'static, ()> {
     move |ctx: VatContext| {
         let seen = seen.clone();
         Box::pin(async move {
             let persistence = match ctx.persistence() {
                 Ok(persistence) => persistence,
                 Err(error) => {
-                    ctx.log().record(format_args!("{}: no store: {error}", ctx.name()));
+                    ctx.log()
+                        .record(format_args!("{}: no store: {error}", ctx.name()));
                     return;
                 }
             };
@@ -163,7 +167,8 @@ fn counter_vat(index: usize, seen: Rc<Observed>) -> impl Fn(VatContext) -> futur
             let supervisor = match supervisor {
                 Ok(supervisor) => supervisor,
                 Err(error) => {
-                    ctx.log().record(format_args!("{}: no supervisor: {error}", ctx.name()));
+                    ctx.log()
+                        .record(format_args!("{}: no supervisor: {error}", ctx.name()));
                     return;
                 }
             };
@@ -175,7 +180,8 @@ fn counter_vat(index: usize, seen: Rc<Observed>) -> impl Fn(VatContext) -> futur
             };
             persistence.provide(front.clone(), stable.client);
             if let Err(error) = ctx.serve(&persistence, PORT, Limits::default()) {
-                ctx.log().record(format_args!("{}: cannot serve: {error}", ctx.name()));
+                ctx.log()
+                    .record(format_args!("{}: cannot serve: {error}", ctx.name()));
                 return;
             }
             // The token is minted once, at the first start, and kept (in
@@ -186,7 +192,8 @@ fn counter_vat(index: usize, seen: Rc<Observed>) -> impl Fn(VatContext) -> futur
                         seen.tokens.borrow_mut().insert(index, token);
                     }
                     Err(error) => {
-                        ctx.log().record(format_args!("{}: cannot mint: {error}", ctx.name()));
+                        ctx.log()
+                            .record(format_args!("{}: cannot mint: {error}", ctx.name()));
                         return;
                     }
                 }
@@ -198,7 +205,10 @@ fn counter_vat(index: usize, seen: Rc<Observed>) -> impl Fn(VatContext) -> futur
     }
 }
 
-fn client_vat(index: usize, seen: Rc<Observed>) -> impl Fn(VatContext) -> futures::future::LocalBoxFuture<'static, ()> {
+fn client_vat(
+    index: usize,
+    seen: Rc<Observed>,
+) -> impl Fn(VatContext) -> futures::future::LocalBoxFuture<'static, ()> {
     move |ctx: VatContext| {
         let seen = seen.clone();
         Box::pin(async move {
@@ -213,7 +223,9 @@ fn client_vat(index: usize, seen: Rc<Observed>) -> impl Fn(VatContext) -> future
                 })
                 .collect();
             for (target, reference) in counters.iter().enumerate() {
-                seen.healing.borrow_mut().insert((index, target), reference.clone());
+                seen.healing
+                    .borrow_mut()
+                    .insert((index, target), reference.clone());
             }
             let group = Group::new("counters", Strategy::RoundRobin);
             let _members: Vec<_> = counters.iter().map(|c| group.join(c.clone())).collect();
@@ -244,8 +256,10 @@ fn client_vat(index: usize, seen: Rc<Observed>) -> impl Fn(VatContext) -> future
                     });
                     calls.len() - 1
                 };
-                ctx.log()
-                    .record(format_args!("client-{} call #{id} {target:?} add({by})", index + 1));
+                ctx.log().record(format_args!(
+                    "client-{} call #{id} {target:?} add({by})",
+                    index + 1
+                ));
                 let mut request = client.add_request();
                 request.get().set_by(by);
                 let promise = request.send().promise;
@@ -360,7 +374,8 @@ fn check_calls(seen: &Observed, finals: &[i64]) -> Verdict {
         for (client, _) in CLIENTS.iter().enumerate() {
             let mut last = None;
             for (id, call) in calls.iter().enumerate() {
-                if call.client != client || call.target != Target::Counter(counter) || call.by != 1 {
+                if call.client != client || call.target != Target::Counter(counter) || call.by != 1
+                {
                     continue;
                 }
                 let Some(Outcome::Value(value)) = call.outcome else {
@@ -450,12 +465,11 @@ fn run(builder: SimBuilder) -> Report<Verdict> {
                 sim.restart(name);
             }
             for client in 0..CLIENTS.len() {
-                for counter in 0..COUNTERS.len() {
+                for (counter, name) in COUNTERS.iter().enumerate() {
                     if read_counter(&sim, &seen, client, counter, RECOVERY).await?.is_none() {
                         return Err(format!(
-                            "healing: after the heal of phase {phase}, client-{} could not reach {} within {RECOVERY:?}",
+                            "healing: after the heal of phase {phase}, client-{} could not reach {name} within {RECOVERY:?}",
                             client + 1,
-                            COUNTERS[counter]
                         ));
                     }
                 }
@@ -472,10 +486,10 @@ fn run(builder: SimBuilder) -> Report<Verdict> {
         }
         tokio::time::sleep(Duration::from_secs(40)).await;
         let mut finals = Vec::new();
-        for counter in 0..COUNTERS.len() {
+        for (counter, name) in COUNTERS.iter().enumerate() {
             match read_counter(&sim, &seen, 0, counter, RECOVERY).await? {
                 Some(value) => finals.push(value),
-                None => return Err(format!("healing: {} unreachable at the end", COUNTERS[counter])),
+                None => return Err(format!("healing: {name} unreachable at the end")),
             }
         }
         sim.note(format_args!("finals {finals:?}"));
@@ -495,7 +509,11 @@ fn one_seed_gives_one_history_and_another_seed_another() {
     let again = run(SimBuilder::new(7));
     let other = run(SimBuilder::new(8));
     assert!(matches!(first.outcome, Some(Ok(()))), "{:?}", first.outcome);
-    assert!(first.events > 1000, "a run this short proves nothing: {} events", first.events);
+    assert!(
+        first.events > 1000,
+        "a run this short proves nothing: {} events",
+        first.events
+    );
     assert_eq!(first.hash, again.hash, "seed 7 twice: two histories");
     assert_eq!(first.events, again.events);
     assert_ne!(first.hash, other.hash, "seeds 7 and 8: one history");
@@ -508,9 +526,15 @@ fn an_acknowledgement_before_commit_is_caught_and_its_seed_replays_it() {
     let Some((seed, reason, report)) = failure else {
         panic!("500 seeds ran with the bug planted ({summary:?}) and none failed");
     };
-    eprintln!("the planted bug broke seed {seed} (after {} runs): {reason}", summary.seeds);
+    eprintln!(
+        "the planted bug broke seed {seed} (after {} runs): {reason}",
+        summary.seeds
+    );
     assert!(reason.starts_with("durability"), "seed {seed}: {reason}");
     let replay = planted(SimBuilder::new(seed));
-    assert_eq!(replay.hash, report.hash, "seed {seed} replayed another history");
+    assert_eq!(
+        replay.hash, report.hash,
+        "seed {seed} replayed another history"
+    );
     assert_eq!(replay.outcome, Some(Err(reason)));
 }

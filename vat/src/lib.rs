@@ -60,8 +60,8 @@ mod far;
 pub mod group;
 mod handle;
 mod heap;
-mod hosted;
 mod hook;
+mod hosted;
 pub mod object;
 mod panic_hook;
 mod promise;
@@ -75,8 +75,8 @@ pub use far::export;
 pub use handle::{
     current, spawn, spawn_cyclic, try_current, Completion, LocalVat, Root, VatBuilder, VatHandle,
 };
-pub use hosted::HostedVat;
 pub use heap::{ObjectId, ObjectInfo, ObjectKind, ObjectState};
+pub use hosted::HostedVat;
 pub use object::{done, later, Far, Later, Reply, Served};
 pub use promise::{promise, Promise, Resolver};
 pub use reference::{Ref, WeakRef};

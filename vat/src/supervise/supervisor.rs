@@ -194,8 +194,7 @@ fn with_root<R>(f: impl FnOnce(&RefCell<Option<Weak<Inner>>>) -> R) -> R {
 /// as the [`Supervisor`] that `start_root` returned, not a name any code of
 /// the vat may look up.
 pub(crate) fn root() -> Option<Supervisor> {
-    with_root(|r| r.borrow().as_ref().and_then(Weak::upgrade))
-        .map(|inner| Supervisor { inner })
+    with_root(|r| r.borrow().as_ref().and_then(Weak::upgrade)).map(|inner| Supervisor { inner })
 }
 
 impl Supervisor {
