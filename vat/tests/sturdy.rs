@@ -677,8 +677,9 @@ fn calls_made_while_a_vat_stays_down_fail_after_the_wait() {
         Outcome::Refused(ErrorKind::Disconnected)
     );
     let waited = started.elapsed();
+    // Only the lower bound holds on a busy machine; the simulator checks
+    // the upper one to the millisecond (tests/tests/sim_timing.rs).
     assert!(waited >= wait, "failed after {waited:?}, before the wait");
-    assert!(waited < wait * 10, "failed only after {waited:?}");
 }
 
 #[test]
@@ -735,7 +736,7 @@ fn a_call_in_flight_when_the_link_drops_fails_and_is_never_sent_again() {
     let started = std::time::Instant::now();
     while calls.load(Ordering::SeqCst) == 0 {
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(60),
             "greet never arrived"
         );
         std::thread::sleep(Duration::from_millis(10));

@@ -21,7 +21,7 @@
 //! that vat dials again.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -58,13 +58,15 @@ struct Entry {
     idle_timeout: Duration,
 }
 
+/// Ordered maps: the sweep closes connections in key order, the same in
+/// every run of a simulation.
 #[derive(Default)]
 struct Manager {
-    sessions: HashMap<SessionKey, Vec<Entry>>,
+    sessions: BTreeMap<SessionKey, Vec<Entry>>,
     /// One dial at a time per key, so restores started together share it.
-    dialling: HashMap<SessionKey, Rc<tokio::sync::Mutex<()>>>,
+    dialling: BTreeMap<SessionKey, Rc<tokio::sync::Mutex<()>>>,
     /// The gateways this vat offers when it dials, by the key it proves.
-    gateways: HashMap<PublicKey, GatewayOffer>,
+    gateways: BTreeMap<PublicKey, GatewayOffer>,
     next_serial: u64,
     sweeping: bool,
     /// Wakes the sweeper when a connection is added (it may be a duplicate,
