@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use futures::io::{BufReader, BufWriter};
 use futures::AsyncReadExt;
 use schema::demo_capnp::{chain, counter, host};
@@ -576,4 +576,52 @@ criterion_group! {
     config = config();
     targets = runtime
 }
-criterion_main!(benches);
+
+/// `VAT_RUNTIME=near:N` (or `send:N`, `echo:N`) makes the binary make N
+/// near calls, N local sends or N TCP echo calls and exit, for counting
+/// instructions from outside: `valgrind --tool=callgrind` at two values of
+/// N, the difference divided by the difference in N is the instructions
+/// per operation, set-up cancelled.
+fn count_mode(spec: &str) {
+    let (kind, count) = spec
+        .split_once(':')
+        .expect("VAT_RUNTIME=near:N, send:N or echo:N");
+    let count: u64 = count.parse().expect("a number of operations");
+    if kind == "echo" {
+        let ours = VatPair::start();
+        black_box(ours.time(move || echo_one(count)));
+        return;
+    }
+    let vat = VatHandle::start("count").expect("a vat");
+    match kind {
+        "near" => vat
+            .run(move || {
+                let counter = vat::spawn(Counter::default());
+                for _ in 0..count {
+                    black_box(&counter).call(|c| c.n += 1).expect("alive");
+                }
+            })
+            .wait()
+            .expect("vat runs"),
+        "send" => vat
+            .run_async(move || async move {
+                let counter = vat::spawn(Counter::default());
+                for _ in 0..count {
+                    black_box(counter.send(|c| c.n += 1).await.expect("send"));
+                }
+            })
+            .wait()
+            .expect("vat runs"),
+        other => panic!("VAT_RUNTIME names near, send or echo, not {other}"),
+    }
+    vat.stop().expect("the vat stops");
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("VAT_RUNTIME") {
+        count_mode(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
