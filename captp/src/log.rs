@@ -2,7 +2,7 @@
 //! and warnings that a flood of peers cannot multiply.
 //!
 //! ```
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //! use captp::log::{Untrusted, Verdict, WarnLimiter};
 //!
 //! // A peer's abort reason, as it would reach the log.
@@ -14,7 +14,7 @@
 //!
 //! // At most 2 warnings of one kind per minute; the rest are counted.
 //! let mut limiter = WarnLimiter::new(2, Duration::from_secs(60));
-//! let now = Instant::now();
+//! let now = vat_env::now(); // the environment's clock, as the runtime passes it
 //! for _ in 0..2 {
 //!     assert!(matches!(limiter.note(now, || String::new()), Verdict::Log { .. }));
 //! }
