@@ -2,6 +2,9 @@
 //! virtual: bounds a wall-clock test could only approximate (and which a
 //! busy machine would break) hold here to the millisecond, in every run.
 
+// A test: a set-up step that fails should stop it with its reason.
+#![allow(clippy::unwrap_used)]
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
