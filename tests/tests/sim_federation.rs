@@ -22,6 +22,7 @@ use sturdyrefs::SturdyRef;
 use vat::group::{Group, Strategy};
 use vat::sturdy::{healing, object_ref, Durable, HealOptions, StateCell};
 use vat::supervise::{ChildSpec, Intensity, Restart, SupervisorBuilder};
+use vat_sim::net::LinkConfig;
 use vat_sim::property::{self, Verdict};
 use vat_sim::{Report, SimBuilder, SimHandle, VatContext};
 
@@ -430,6 +431,19 @@ fn run(builder: SimBuilder) -> Report<Verdict> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let names: Vec<&str> = COUNTERS.iter().chain(CLIENTS.iter()).copied().collect();
+        // Every link of its own kind, drawn from the seed: latency, jitter,
+        // and loss (a lost chunk is retransmitted, delaying its stream).
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                let link = LinkConfig {
+                    latency: sim.random_duration(Duration::from_micros(200), Duration::from_millis(8)),
+                    jitter: sim.random_duration(Duration::ZERO, Duration::from_millis(4)),
+                    loss: sim.random(|rng| rng.random_range(0.0..0.03)),
+                    ..LinkConfig::default()
+                };
+                sim.network().set_link(a, b, link);
+            }
+        }
         for phase in 0..PHASES {
             let end = sim.elapsed() + FAULT_PHASE;
             while sim.elapsed() < end {
