@@ -223,6 +223,7 @@ impl Connection {
     /// session ended first).
     pub async fn peer_offers_bootstrap(&self) -> bool {
         tokio::select! {
+            biased;
             offered = self.usage.peer_bootstrap() => offered,
             _ = self.closed() => false,
         }

@@ -329,7 +329,10 @@ async fn wait_for_room(shared: &Shared) -> capnp::Result<()> {
                 "the peer is not reading its replies; not reading its messages until it does"
             );
         }
+        // Biased, as every select of the runtime: a simulation must take
+        // the same branch in every run.
         tokio::select! {
+            biased;
             () = alarm => {}
             () = progress => {}
         }

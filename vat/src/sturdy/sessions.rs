@@ -302,6 +302,7 @@ async fn sweep_while_any() {
             return;
         };
         tokio::select! {
+            biased;
             () = vat_env::sleep(pause) => {}
             () = woken => {}
         }
