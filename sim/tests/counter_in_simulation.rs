@@ -16,11 +16,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use capnp::capability::FromClientHook;
-use captp::Limits;
 use rand::Rng;
 use schema::demo_capnp::counter;
 use sturdyrefs::SturdyRef;
 use vat::demo::DurableCounter;
+use vat::net::Limits;
 use vat::sturdy::{healing, object_ref, HealOptions};
 use vat_sim::property::{self, Verdict};
 use vat_sim::{Report, SimBuilder};
