@@ -1719,10 +1719,7 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let (net, _log) = network(9);
-                let listener = net.listen("b", 1, Vec::new()).unwrap();
-                let (mut a, _) = net.connect("a", "b", 1, Vec::new(), LONG).await.unwrap();
-                let (_b, _) = listener.accept().await.unwrap();
-                drop(listener);
+                let (mut a, _b) = pair_of_streams(&net, 1).await;
                 // b crashes while cut off from a, comes back, crashes again.
                 net.partition("a", "b");
                 net.crash_host("b");
