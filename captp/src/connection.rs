@@ -94,29 +94,14 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + 'static,
     {
-        Connection::open_proven(stream, side, bootstrap, limits, label, None)
+        Connection::open_authenticated(stream, side, bootstrap, limits, label, None)
     }
 
-    /// [`Connection::open`] on a stream whose transport authenticated the
-    /// peer as `peer_key` itself (the simulator's network, which knows who
-    /// dialled whom). Whoever calls it vouches for `peer_key`: TLS streams
-    /// come from [`tls`](crate::tls), which proves it.
+    /// [`Connection::open`] on a stream whose peer proved `peer_key`: by
+    /// TLS ([`tls`](crate::tls) calls it), or by a transport that
+    /// authenticates the peer itself (the simulator's network, which knows
+    /// who dialled whom). Whoever calls it vouches for `peer_key`.
     pub fn open_authenticated<S>(
-        stream: S,
-        side: Side,
-        bootstrap: Option<capnp::capability::Client>,
-        limits: Limits,
-        label: impl Into<String>,
-        peer_key: Option<PublicKey>,
-    ) -> Connection
-    where
-        S: AsyncRead + AsyncWrite + 'static,
-    {
-        Connection::open_proven(stream, side, bootstrap, limits, label, peer_key)
-    }
-
-    /// [`Connection::open`] on a stream whose peer proved `peer_key`.
-    pub(crate) fn open_proven<S>(
         stream: S,
         side: Side,
         bootstrap: Option<capnp::capability::Client>,

@@ -88,7 +88,7 @@ pub async fn dial_within(
         Ok(Ok(stream)) => stream,
     };
     check_protocol(stream.get_ref().1.alpn_protocol()).map_err(failed)?;
-    Ok(Connection::open_proven(
+    Ok(Connection::open_authenticated(
         stream,
         Side::Dialer,
         offer,

@@ -409,7 +409,7 @@ fn open(
     bootstrap: Option<capnp::capability::Client>,
     limits: Limits,
 ) -> Connection {
-    Connection::open_proven(
+    Connection::open_authenticated(
         stream,
         Side::Acceptor,
         bootstrap,
