@@ -99,13 +99,8 @@ impl RedbStore {
             operation: "creating the database file",
             source: Box::new(source),
         })?;
-        let db = Database::create(&path).map_err(|error| match error {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
-            other => backend("opening the database")(other),
-        })?;
-        let store = RedbStore { db, path };
-        store.prepare()?;
-        Ok(store)
+        let opened = Database::create(&path);
+        RedbStore::prepared(opened, path)
     }
 
     /// Opens the store on `backend` (a simulator's disk, say) instead of a
@@ -114,13 +109,20 @@ impl RedbStore {
         storage: impl ::redb::StorageBackend,
         name: impl Into<PathBuf>,
     ) -> Result<RedbStore, StoreError> {
-        let path = name.into();
-        let db = Database::builder()
-            .create_with_backend(storage)
-            .map_err(|error| match error {
-                DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
-                other => backend("opening the database")(other),
-            })?;
+        let opened = Database::builder().create_with_backend(storage);
+        RedbStore::prepared(opened, name.into())
+    }
+
+    /// The store on a database just opened (`path` names it in errors),
+    /// its format checked.
+    fn prepared(
+        opened: Result<Database, DatabaseError>,
+        path: PathBuf,
+    ) -> Result<RedbStore, StoreError> {
+        let db = opened.map_err(|error| match error {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            other => backend("opening the database")(other),
+        })?;
         let store = RedbStore { db, path };
         store.prepare()?;
         Ok(store)
