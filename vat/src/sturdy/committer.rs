@@ -120,14 +120,7 @@ impl Committer {
         object: ObjectRef,
         bytes: Vec<u8>,
     ) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
-        let (ack, done) = oneshot::channel();
-        let sent = self.send(Job::Put { object, bytes, ack });
-        async move {
-            if !sent {
-                return Err(closed());
-            }
-            outcome(done.await)
-        }
+        self.queue(move |ack| Job::Put { object, bytes, ack })
     }
 
     pub(crate) async fn mint(
@@ -135,21 +128,16 @@ impl Committer {
         object: ObjectRef,
         options: MintOptions,
     ) -> Result<Minted, Error> {
-        let (ack, done) = oneshot::channel();
-        self.submit(
-            Job::Mint {
-                object,
-                options,
-                ack,
-            },
-            done,
-        )
+        self.queue(move |ack| Job::Mint {
+            object,
+            options,
+            ack,
+        })
         .await
     }
 
     pub(crate) async fn revoke(&self, hash: SwissHash) -> Result<bool, Error> {
-        let (ack, done) = oneshot::channel();
-        self.submit(Job::Revoke { hash, ack }, done).await
+        self.queue(move |ack| Job::Revoke { hash, ack }).await
     }
 
     /// Deletes at most `limit` token records due for purging at `now`
@@ -160,25 +148,26 @@ impl Committer {
         now: SystemTime,
         limit: usize,
     ) -> impl std::future::Future<Output = Result<Purged, Error>> + 'static {
+        self.queue(move |ack| Job::Purge { now, limit, ack })
+    }
+
+    /// Queues the job `make` builds around its acknowledgement, now, and
+    /// returns the future of its outcome.
+    fn queue<T>(
+        &self,
+        make: impl FnOnce(Ack<T>) -> Job,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + 'static
+    where
+        T: 'static,
+    {
         let (ack, done) = oneshot::channel();
-        let sent = self.send(Job::Purge { now, limit, ack });
+        let sent = self.send(make(ack));
         async move {
             if !sent {
                 return Err(closed());
             }
             outcome(done.await)
         }
-    }
-
-    async fn submit<T>(
-        &self,
-        job: Job,
-        done: oneshot::Receiver<Result<T, StoreError>>,
-    ) -> Result<T, Error> {
-        if !self.send(job) {
-            return Err(closed());
-        }
-        outcome(done.await)
     }
 
     /// Queues `job` for the commit thread; `false` once the store closed.
