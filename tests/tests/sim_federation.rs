@@ -19,6 +19,7 @@ use captp::Limits;
 use rand::Rng;
 use schema::demo_capnp::counter;
 use sturdyrefs::SturdyRef;
+use vat::demo::DurableCounter;
 use vat::group::{Group, Strategy};
 use vat::sturdy::{healing, object_ref, Durable, HealOptions, StateCell};
 use vat::supervise::{ChildSpec, Intensity, Restart, SupervisorBuilder};
@@ -43,10 +44,10 @@ const SETTLE: Duration = Duration::from_secs(60);
 const RECOVERY: Duration = Duration::from_secs(20);
 const REPLAY: &str = "cargo test -p tests --test sim_federation -- --nocapture";
 
-/// A durable counter that panics when asked to add 0 (the scenario's way
-/// to crash it).
+/// The durable counter of `vat::demo`, panicking when asked to add 0 (the
+/// scenario's way to crash it).
 struct CrashyCounter {
-    value: StateCell<i64>,
+    counter: Rc<DurableCounter>,
 }
 
 impl Durable for CrashyCounter {
@@ -54,7 +55,8 @@ impl Durable for CrashyCounter {
     type State = i64;
 
     fn revive(value: StateCell<i64>) -> capnp::capability::Client {
-        vat::export::<counter::Client, _>(CrashyCounter { value }).client
+        let counter = Rc::new(DurableCounter::new(value));
+        vat::export::<counter::Client, _>(CrashyCounter { counter }).client
     }
 }
 
@@ -62,29 +64,18 @@ impl counter::Server for CrashyCounter {
     async fn add(
         self: Rc<Self>,
         params: counter::AddParams,
-        mut results: counter::AddResults,
+        results: counter::AddResults,
     ) -> Result<(), capnp::Error> {
-        let by = params.get()?.get_by();
-        assert!(by != 0, "asked to crash");
-        let value = self
-            .value
-            .update(move |value| {
-                *value += by;
-                *value
-            })
-            .await?;
-        results.get().set_value(value);
-        Ok(())
+        assert!(params.get()?.get_by() != 0, "asked to crash");
+        counter::Server::add(self.counter.clone(), params, results).await
     }
 
     async fn get(
         self: Rc<Self>,
-        _: counter::GetParams,
-        mut results: counter::GetResults,
+        params: counter::GetParams,
+        results: counter::GetResults,
     ) -> Result<(), capnp::Error> {
-        let value = self.value.read_committed(|value| *value).await?;
-        results.get().set_value(value);
-        Ok(())
+        counter::Server::get(self.counter.clone(), params, results).await
     }
 }
 
@@ -131,159 +122,143 @@ impl Observed {
     }
 }
 
-fn counter_vat(
-    index: usize,
-    seen: Rc<Observed>,
-) -> impl Fn(VatContext) -> futures::future::LocalBoxFuture<'static, ()> {
-    move |ctx: VatContext| {
-        let seen = seen.clone();
-        Box::pin(async move {
-            let persistence = match ctx.persistence() {
-                Ok(persistence) => persistence,
-                Err(error) => {
-                    ctx.log()
-                        .record(format_args!("{}: no store: {error}", ctx.name()));
-                    return;
-                }
-            };
-            let revive = persistence.clone();
-            let incarnation = ctx.incarnation();
-            let starts = seen.clone();
-            let supervisor = SupervisorBuilder::new("counters")
-                .intensity(INTENSITY)
-                .child(ChildSpec::local("counter", Restart::Permanent, move |_| {
-                    let at = starts.elapsed();
-                    starts
-                        .starts
-                        .borrow_mut()
-                        .entry((index, incarnation))
-                        .or_default()
-                        .push(at);
-                    let object = object_ref(CrashyCounter::KIND, 1)?;
-                    revive.forget(&object);
-                    revive.durable::<CrashyCounter>(1)
-                }))
-                .start_root()
-                .await;
-            let supervisor = match supervisor {
-                Ok(supervisor) => supervisor,
-                Err(error) => {
-                    ctx.log()
-                        .record(format_args!("{}: no supervisor: {error}", ctx.name()));
-                    return;
-                }
-            };
-            let Ok(stable) = supervisor.child::<counter::Client>("counter") else {
-                return;
-            };
-            let Ok(front) = object_ref("front", 1) else {
-                return;
-            };
-            persistence.provide(front.clone(), stable.client);
-            if let Err(error) = ctx.serve(&persistence, PORT, Limits::default()) {
-                ctx.log()
-                    .record(format_args!("{}: cannot serve: {error}", ctx.name()));
-                return;
-            }
-            // The token is minted once, at the first start, and kept (in
-            // the store) across every restart, as an operator would.
-            if !seen.tokens.borrow().contains_key(&index) {
-                match persistence.mint(&front, Default::default()).await {
-                    Ok(token) => {
-                        seen.tokens.borrow_mut().insert(index, token);
-                    }
-                    Err(error) => {
-                        ctx.log()
-                            .record(format_args!("{}: cannot mint: {error}", ctx.name()));
-                        return;
-                    }
-                }
-            }
-            // The program's locals keep the supervisor and store alive.
-            let _keep = (supervisor, persistence);
-            std::future::pending::<()>().await;
-        })
+/// The program of counter vat `index`, run at each of its starts.
+async fn counter_vat(index: usize, seen: Rc<Observed>, ctx: VatContext) {
+    let persistence = match ctx.persistence() {
+        Ok(persistence) => persistence,
+        Err(error) => {
+            ctx.log()
+                .record(format_args!("{}: no store: {error}", ctx.name()));
+            return;
+        }
+    };
+    let revive = persistence.clone();
+    let incarnation = ctx.incarnation();
+    let starts = seen.clone();
+    let supervisor = SupervisorBuilder::new("counters")
+        .intensity(INTENSITY)
+        .child(ChildSpec::local("counter", Restart::Permanent, move |_| {
+            let at = starts.elapsed();
+            starts
+                .starts
+                .borrow_mut()
+                .entry((index, incarnation))
+                .or_default()
+                .push(at);
+            let object = object_ref(CrashyCounter::KIND, 1)?;
+            revive.forget(&object);
+            revive.durable::<CrashyCounter>(1)
+        }))
+        .start_root()
+        .await;
+    let supervisor = match supervisor {
+        Ok(supervisor) => supervisor,
+        Err(error) => {
+            ctx.log()
+                .record(format_args!("{}: no supervisor: {error}", ctx.name()));
+            return;
+        }
+    };
+    let Ok(stable) = supervisor.child::<counter::Client>("counter") else {
+        return;
+    };
+    let Ok(front) = object_ref("front", 1) else {
+        return;
+    };
+    persistence.provide(front.clone(), stable.client);
+    if let Err(error) = ctx.serve(&persistence, PORT, Limits::default()) {
+        ctx.log()
+            .record(format_args!("{}: cannot serve: {error}", ctx.name()));
+        return;
     }
+    // The token is minted once, at the first start, and kept (in
+    // the store) across every restart, as an operator would.
+    if !seen.tokens.borrow().contains_key(&index) {
+        match persistence.mint(&front, Default::default()).await {
+            Ok(token) => {
+                seen.tokens.borrow_mut().insert(index, token);
+            }
+            Err(error) => {
+                ctx.log()
+                    .record(format_args!("{}: cannot mint: {error}", ctx.name()));
+                return;
+            }
+        }
+    }
+    // The program's locals keep the supervisor and store alive.
+    let _keep = (supervisor, persistence);
+    std::future::pending::<()>().await;
 }
 
-fn client_vat(
-    index: usize,
-    seen: Rc<Observed>,
-) -> impl Fn(VatContext) -> futures::future::LocalBoxFuture<'static, ()> {
-    move |ctx: VatContext| {
-        let seen = seen.clone();
-        Box::pin(async move {
-            while seen.tokens.borrow().len() < COUNTERS.len() {
-                vat_env::sleep(Duration::from_millis(100)).await;
-            }
-            let tokens: Vec<SturdyRef> = seen.tokens.borrow().values().cloned().collect();
-            let counters: Vec<counter::Client> = tokens
-                .into_iter()
-                .map(|token| {
-                    healing(token, Some(ctx.identity().clone()), HealOptions::default()).cast_to()
-                })
-                .collect();
-            for (target, reference) in counters.iter().enumerate() {
-                seen.healing
-                    .borrow_mut()
-                    .insert((index, target), reference.clone());
-            }
-            let group = Group::new("counters", Strategy::RoundRobin);
-            let _members: Vec<_> = counters.iter().map(|c| group.join(c.clone())).collect();
-            let via_group: counter::Client = group.client();
-            while seen.traffic.get() {
-                let pause = 20 + vat_env::random_below(180);
-                vat_env::sleep(Duration::from_millis(pause as u64)).await;
-                if !seen.traffic.get() {
-                    break;
-                }
-                let pick = vat_env::random_below(COUNTERS.len() + 1);
-                let (target, client) = match counters.get(pick) {
-                    Some(counter) => (Target::Counter(pick), counter.clone()),
-                    None => (Target::Group, via_group.clone()),
-                };
-                let by = if seen.crash_calls.get() && vat_env::random_below(40) == 0 {
-                    0
-                } else {
-                    1
-                };
-                let id = {
-                    let mut calls = seen.calls.borrow_mut();
-                    calls.push(Call {
-                        client: index,
-                        target,
-                        by,
-                        outcome: None,
-                    });
-                    calls.len() - 1
-                };
-                ctx.log().record(format_args!(
-                    "client-{} call #{id} {target:?} add({by})",
-                    index + 1
-                ));
-                let mut request = client.add_request();
-                request.get().set_by(by);
-                let promise = request.send().promise;
-                let seen = seen.clone();
-                let log = ctx.log().clone();
-                vat_env::spawn(async move {
-                    let outcome = match promise.await {
-                        Ok(response) => match response.get() {
-                            Ok(result) => Outcome::Value(result.get_value()),
-                            Err(error) => Outcome::Failed(format!("{:?}", error.kind)),
-                        },
-                        Err(error) => Outcome::Failed(format!("{:?}", error.kind)),
-                    };
-                    log.record(format_args!("call #{id} -> {outcome:?}"));
-                    if let Some(call) = seen.calls.borrow_mut().get_mut(id) {
-                        call.outcome = Some(outcome);
-                    }
-                });
-            }
-            let _keep = (counters, group, via_group);
-            std::future::pending::<()>().await;
-        })
+/// The program of client vat `index`.
+async fn client_vat(index: usize, seen: Rc<Observed>, ctx: VatContext) {
+    while seen.tokens.borrow().len() < COUNTERS.len() {
+        vat_env::sleep(Duration::from_millis(100)).await;
     }
+    let tokens: Vec<SturdyRef> = seen.tokens.borrow().values().cloned().collect();
+    let counters: Vec<counter::Client> = tokens
+        .into_iter()
+        .map(|token| healing(token, Some(ctx.identity().clone()), HealOptions::default()).cast_to())
+        .collect();
+    for (target, reference) in counters.iter().enumerate() {
+        seen.healing
+            .borrow_mut()
+            .insert((index, target), reference.clone());
+    }
+    let group = Group::new("counters", Strategy::RoundRobin);
+    let _members: Vec<_> = counters.iter().map(|c| group.join(c.clone())).collect();
+    let via_group: counter::Client = group.client();
+    while seen.traffic.get() {
+        let pause = 20 + vat_env::random_below(180);
+        vat_env::sleep(Duration::from_millis(pause as u64)).await;
+        if !seen.traffic.get() {
+            break;
+        }
+        let pick = vat_env::random_below(COUNTERS.len() + 1);
+        let (target, client) = match counters.get(pick) {
+            Some(counter) => (Target::Counter(pick), counter.clone()),
+            None => (Target::Group, via_group.clone()),
+        };
+        let by = if seen.crash_calls.get() && vat_env::random_below(40) == 0 {
+            0
+        } else {
+            1
+        };
+        let id = {
+            let mut calls = seen.calls.borrow_mut();
+            calls.push(Call {
+                client: index,
+                target,
+                by,
+                outcome: None,
+            });
+            calls.len() - 1
+        };
+        ctx.log().record(format_args!(
+            "client-{} call #{id} {target:?} add({by})",
+            index + 1
+        ));
+        let mut request = client.add_request();
+        request.get().set_by(by);
+        let promise = request.send().promise;
+        let seen = seen.clone();
+        let log = ctx.log().clone();
+        vat_env::spawn(async move {
+            let outcome = match promise.await {
+                Ok(response) => match response.get() {
+                    Ok(result) => Outcome::Value(result.get_value()),
+                    Err(error) => Outcome::Failed(format!("{:?}", error.kind)),
+                },
+                Err(error) => Outcome::Failed(format!("{:?}", error.kind)),
+            };
+            log.record(format_args!("call #{id} -> {outcome:?}"));
+            if let Some(call) = seen.calls.borrow_mut().get_mut(id) {
+                call.outcome = Some(outcome);
+            }
+        });
+    }
+    let _keep = (counters, group, via_group);
+    std::future::pending::<()>().await;
 }
 
 /// Asks counter `target`'s committed value through `client`'s own healing
@@ -422,10 +397,12 @@ fn run(builder: SimBuilder) -> Report<Verdict> {
         seen.traffic.set(true);
         seen.crash_calls.set(true);
         for (index, name) in COUNTERS.iter().enumerate() {
-            sim.add_vat(name, counter_vat(index, seen.clone()));
+            let seen = seen.clone();
+            sim.add_vat(name, move |ctx| counter_vat(index, seen.clone(), ctx));
         }
         for (index, name) in CLIENTS.iter().enumerate() {
-            sim.add_vat(name, client_vat(index, seen.clone()));
+            let seen = seen.clone();
+            sim.add_vat(name, move |ctx| client_vat(index, seen.clone(), ctx));
         }
         while seen.tokens.borrow().len() < COUNTERS.len() {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -14,12 +14,20 @@ pub struct DurableCounter {
     value: StateCell<i64>,
 }
 
+impl DurableCounter {
+    /// The counter kept in `value`, for a kind of its own that wraps it
+    /// (revive it through [`Durable`] to serve it as it is).
+    pub fn new(value: StateCell<i64>) -> DurableCounter {
+        DurableCounter { value }
+    }
+}
+
 impl Durable for DurableCounter {
     const KIND: &'static str = "counter";
     type State = i64;
 
     fn revive(value: StateCell<i64>) -> capnp::capability::Client {
-        crate::export::<counter::Client, _>(DurableCounter { value }).client
+        crate::export::<counter::Client, _>(DurableCounter::new(value)).client
     }
 }
 
