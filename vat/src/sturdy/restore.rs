@@ -123,15 +123,13 @@ pub(crate) async fn dial_offering(
 ) -> Result<Connection, RestoreError> {
     let key = vat_key(token.vat());
     let mut attempts = Vec::new();
-    if let Some(transport) = crate::core::current().and_then(|core| core.transport()) {
-        for hint in token.hints() {
-            let host = match hint.host() {
-                Host::Dns(name) => name.to_string(),
-                Host::Ipv4(ip) => ip.to_string(),
-                Host::Ipv6(ip) => ip.to_string(),
-            };
+    // A vat given a transport of its own (a simulator's) dials through it;
+    // every other vat dials TLS over TCP.
+    let transport = crate::core::current().and_then(|core| core.transport());
+    for hint in token.hints() {
+        if let Some(transport) = &transport {
             let request = captp::DialRequest {
-                host,
+                host: host_text(hint.host()),
                 port: hint.port(),
                 expected: key,
                 identity: identity.cloned(),
@@ -142,13 +140,8 @@ pub(crate) async fn dial_offering(
                 Ok(connection) => return Ok(connection),
                 Err(error) => attempts.push((hint.to_string(), error)),
             }
+            continue;
         }
-        return Err(RestoreError::Unreachable {
-            vat: *token.vat(),
-            attempts,
-        });
-    }
-    for hint in token.hints() {
         let addrs = match resolve(hint).await {
             Ok(addrs) => addrs,
             Err(error) => {
@@ -302,6 +295,15 @@ async fn restore_over(
 }
 
 /// The socket addresses a hint stands for.
+/// A hint's host as a transport takes it: the name, or the bare address.
+fn host_text(host: &Host) -> String {
+    match host {
+        Host::Dns(name) => name.to_string(),
+        Host::Ipv4(ip) => ip.to_string(),
+        Host::Ipv6(ip) => ip.to_string(),
+    }
+}
+
 async fn resolve(hint: &LocationHint) -> std::io::Result<Vec<SocketAddr>> {
     match hint.host() {
         Host::Ipv4(ip) => Ok(vec![SocketAddr::from((*ip, hint.port()))]),
