@@ -372,13 +372,19 @@ impl SimHandle {
 
     fn start(&self, name: &str) {
         let config = &self.state.config;
-        let (program, disk, incarnation) = {
+        let (program, disk, incarnation, known) = {
             let mut vats = self.state.vats.borrow_mut();
             let Some(slot) = vats.get_mut(name) else {
                 return;
             };
             slot.incarnation += 1;
-            (slot.program.clone(), slot.disk.clone(), slot.incarnation)
+            let known = slot.identity.clone();
+            (
+                slot.program.clone(),
+                slot.disk.clone(),
+                slot.incarnation,
+                known,
+            )
         };
         let world = Rc::new(VatWorld::new(
             config.seed,
@@ -396,12 +402,6 @@ impl SimHandle {
             .world(world)
             .transport(transport)
             .host();
-        let known = self
-            .state
-            .vats
-            .borrow()
-            .get(name)
-            .and_then(|slot| slot.identity.clone());
         // The key is made in the vat's own world (so from the seed) once,
         // and kept as a key file would be.
         let identity = match known {
