@@ -12,6 +12,8 @@
 //!   start supervised objects in another vat.
 //! - [`group_capnp`]: groups of members of one interface: joining, listing
 //!   and calling every member.
+//! - [`directory_capnp`]: the replicated directory: its facets, records,
+//!   watches, members' own object and the Raft messages between members.
 
 #![forbid(unsafe_code)]
 

@@ -57,7 +57,7 @@ mod sweep;
 pub use admin::parse_object;
 pub use config::{PersistenceConfig, HANDOFF_LIFETIME, MIN_INTERVAL};
 pub use healing::{healing, HealOptions};
-pub use persistence::{object_ref, Persistence, STORE_FILE};
+pub use persistence::{object_ref, Persistence, Restorer, STORE_FILE};
 pub use quota::{Caller, HandoffError, HandoffQuota, QuotaExceeded, QuotaKind};
 pub use refusals::RefusalCounts;
 pub use restore::{connect, handoff, restore, restore_on, vat_id, vat_key, RestoreError};

@@ -72,6 +72,9 @@ struct Inner {
     committer: Rc<Committer>,
     hints: RefCell<Vec<LocationHint>>,
     revivers: RefCell<HashMap<String, Reviver>>,
+    /// Asked for swiss numbers the store does not know (see
+    /// `Persistence::set_restorer`).
+    restorer: RefCell<Option<Restorer>>,
     /// Objects alive in this vat that tokens may name: provided ones for as
     /// long as the vat runs, persistent ones once revived. One live object
     /// per `ObjectRef`, so every restore reaches the same state.
@@ -173,6 +176,7 @@ impl Persistence {
                 committer: Rc::new(committer),
                 hints: RefCell::new(Vec::new()),
                 revivers: RefCell::default(),
+                restorer: RefCell::default(),
                 live: RefCell::default(),
                 standings: RefCell::default(),
                 restored: RefCell::default(),
@@ -278,6 +282,15 @@ impl Persistence {
         gone.is_some()
     }
 
+    /// Offers the swiss numbers this vat's store does not know to
+    /// `restorer`, with the caller's proven key: what it returns is the
+    /// restored object and its kind; `None` refuses the restore exactly as
+    /// an unknown token. For capabilities whose records live elsewhere
+    /// than this vat's store (a replicated directory's facets).
+    pub fn set_restorer(&self, restorer: Restorer) {
+        *self.inner.restorer.borrow_mut() = Some(restorer);
+    }
+
     /// Makes `client` restorable as `object` for as long as this vat runs.
     /// For objects without persistent state, which the program provides
     /// again at each start (so tokens minted for them keep working).
@@ -349,6 +362,10 @@ impl Persistence {
         let record = match lookup {
             Lookup::Found(record) => record,
             Lookup::Unknown => {
+                let restorer = self.inner.restorer.borrow().clone();
+                if let Some(found) = restorer.and_then(|restorer| restorer(&hash, presenter)) {
+                    return Ok(found);
+                }
                 return refused(
                     Refusal::Unknown,
                     ErrorKind::UnknownToken,
@@ -728,6 +745,11 @@ impl Persistence {
         Ok(client)
     }
 }
+
+/// What [`Persistence::set_restorer`] takes: the hash of the swiss number
+/// presented and the caller's proven key, to the object and its kind.
+pub type Restorer =
+    Rc<dyn Fn(&SwissHash, Option<&VatId>) -> Option<(capnp::capability::Client, String)>>;
 
 /// An `ObjectRef`, with a kind name refusal as a typed error.
 pub fn object_ref(kind: &str, id: u64) -> Result<ObjectRef, Error> {

@@ -1,0 +1,8 @@
+//! The directory (being built).
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod machine;
+pub mod record;
+mod runtime;
+pub mod types;

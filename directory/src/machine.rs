@@ -1,0 +1,470 @@
+//! The state machine: a plain deterministic function of the log. Every
+//! member applies the same entries in the same order and ends in the same
+//! state; nothing here reads a clock, a random source or the network.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{ClientId, FacetId, FacetKind, FacetRecord, Facets, Op, Refusal, Request, Response};
+use crate::record::{check_key, Record, MAX_RECORDS_PER_FACET, MAX_RECORD_BYTES, NAMES, VATS};
+
+/// How many answers per client the session table keeps at most (a client
+/// with more requests in flight than this loses at-most-once for the
+/// oldest: they answer `Forgotten`).
+pub const MAX_ANSWERS_PER_CLIENT: usize = 1024;
+/// How many clients the session table keeps; beyond, the one idle longest
+/// is forgotten.
+pub const MAX_SESSIONS: usize = 65_536;
+/// A client idle this long (by the directory's clock) is forgotten.
+pub const SESSION_IDLE_MS: u64 = 60 * 60 * 1000;
+/// How many changes the machine keeps in memory for watches to resume
+/// from; a watch resuming from before them gets the prefix's state first.
+pub const HISTORY: usize = 4096;
+
+/// A record with the log index that last wrote it and the facet that did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The record.
+    pub record: Record,
+    /// The log index of its last write.
+    pub index: u64,
+    /// The facet that wrote it (charged for it).
+    pub writer: FacetId,
+}
+
+/// One change, as watches see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The log index that made it.
+    pub index: u64,
+    /// The key.
+    pub key: String,
+    /// The record now, `None` if deleted.
+    pub record: Option<Record>,
+}
+
+/// What one client's session remembers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    /// Answers of serials at or above `floor`.
+    answers: BTreeMap<u64, Response>,
+    /// Serials below this were answered and forgotten.
+    floor: u64,
+    /// The directory's clock at the client's last request.
+    last_ms: u64,
+}
+
+/// The replicated part of the state: what a snapshot carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    records: BTreeMap<String, Stored>,
+    facets: Facets,
+    sessions: BTreeMap<ClientId, Session>,
+    /// The latest `at_ms` applied: the directory's clock, which never goes
+    /// back even when a new leader's wall clock is behind the old one's.
+    clock_ms: u64,
+    /// The highest log index applied.
+    applied: u64,
+}
+
+/// The state machine.
+#[derive(Debug)]
+pub struct Machine {
+    /// The cluster's first admin facet, from the cluster's configuration.
+    admin: FacetId,
+    data: Data,
+    history: VecDeque<Change>,
+}
+
+impl Machine {
+    /// An empty machine for a cluster whose first admin facet is `admin`.
+    pub fn new(admin: FacetId) -> Machine {
+        Machine {
+            admin,
+            data: Data::default(),
+            history: VecDeque::new(),
+        }
+    }
+
+    /// The highest log index applied.
+    pub fn applied(&self) -> u64 {
+        self.data.applied
+    }
+
+    /// The directory's clock.
+    pub fn clock_ms(&self) -> u64 {
+        self.data.clock_ms
+    }
+
+    /// What the facet `id` grants, if it exists and stands.
+    pub fn facet(&self, id: &FacetId) -> Option<FacetKind> {
+        if *id == self.admin {
+            return Some(FacetKind::Admin);
+        }
+        self.data
+            .facets
+            .get(id)
+            .filter(|facet| !facet.revoked)
+            .map(|facet| facet.kind.clone())
+    }
+
+    /// The record under `key`.
+    pub fn get(&self, key: &str) -> Option<&Stored> {
+        self.data.records.get(key)
+    }
+
+    /// Every record under `prefix`, in key order.
+    pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
+        self.data
+            .records
+            .range(prefix.to_owned()..)
+            .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    /// How many records the machine holds.
+    pub fn len(&self) -> usize {
+        self.data.records.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.data.records.is_empty()
+    }
+
+    /// Changes after `index` under `prefix`, oldest first, or `None` if the
+    /// history no longer reaches back to `index` (the caller then starts
+    /// from the prefix's current state).
+    pub fn changes_after(&self, index: u64, prefix: &str) -> Option<Vec<Change>> {
+        let oldest = self.history.front().map_or(self.data.applied + 1, |c| c.index);
+        if index + 1 < oldest && index < self.data.applied {
+            return None;
+        }
+        Some(
+            self.history
+                .iter()
+                .filter(|change| change.index > index && change.key.starts_with(prefix))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Vats whose lease lapsed by `now_ms` and are not marked gone yet.
+    pub fn lapsed(&self, now_ms: u64) -> usize {
+        self.list(VATS)
+            .filter(|(_, s)| matches!(&s.record, Record::Vat(v) if !v.gone && v.expires_at_ms <= now_ms))
+            .count()
+    }
+
+    /// Marks `index` applied without a request (blank and membership
+    /// entries).
+    pub fn skip(&mut self, index: u64) {
+        self.data.applied = self.data.applied.max(index);
+    }
+
+    /// Applies the request at log `index`.
+    pub fn apply(&mut self, index: u64, request: &Request) -> Response {
+        self.data.applied = self.data.applied.max(index);
+        self.data.clock_ms = self.data.clock_ms.max(request.at_ms);
+        self.forget_idle_sessions();
+        let now = self.data.clock_ms;
+        let session = self.data.sessions.entry(request.client).or_default();
+        session.last_ms = now;
+        if request.serial < session.floor {
+            return Response::Refused(Refusal::Forgotten {
+                serial: request.serial,
+            });
+        }
+        if let Some(answer) = session.answers.get(&request.serial) {
+            return answer.clone();
+        }
+        let answer = match self.execute(index, request) {
+            Ok(()) => Response::Done { index },
+            Err(refusal) => Response::Refused(refusal),
+        };
+        let session = self.data.sessions.entry(request.client).or_default();
+        let keep_from = request.answered_below.max(session.floor);
+        session.answers = session.answers.split_off(&keep_from);
+        session.floor = keep_from;
+        session.answers.insert(request.serial, answer.clone());
+        while session.answers.len() > MAX_ANSWERS_PER_CLIENT {
+            if let Some((&oldest, _)) = session.answers.iter().next() {
+                session.answers.remove(&oldest);
+                session.floor = oldest + 1;
+            }
+        }
+        self.bound_sessions();
+        answer
+    }
+
+    fn execute(&mut self, index: u64, request: &Request) -> Result<(), Refusal> {
+        let kind = self.facet(&request.facet).ok_or(Refusal::NotPermitted)?;
+        match &request.op {
+            Op::Put { key, record } => {
+                check_key(key).map_err(Refusal::Key)?;
+                if !kind.may_write(key) {
+                    return Err(Refusal::NotPermitted);
+                }
+                let size = record.encoded_len();
+                if size > MAX_RECORD_BYTES {
+                    return Err(Refusal::RecordTooLarge {
+                        size,
+                        limit: MAX_RECORD_BYTES,
+                    });
+                }
+                check_kind(key, record)?;
+                let mut record = record.clone();
+                if let Record::Vat(vat) = &mut record {
+                    vat.expires_at_ms = self.data.clock_ms.saturating_add(vat.lease_ms);
+                    vat.gone = false;
+                }
+                self.put(index, key, record, request.facet)
+            }
+            Op::Delete { key } => {
+                check_key(key).map_err(Refusal::Key)?;
+                if !kind.may_write(key) {
+                    return Err(Refusal::NotPermitted);
+                }
+                if let Some(old) = self.data.records.remove(key) {
+                    self.charge(&old.writer, -1);
+                    self.changed(index, key, None);
+                }
+                Ok(())
+            }
+            Op::Renew { vat } => {
+                let key = format!("{VATS}{vat}");
+                if !kind.may_write(&key) {
+                    return Err(Refusal::NotPermitted);
+                }
+                let clock = self.data.clock_ms;
+                let Some(stored) = self.data.records.get_mut(&key) else {
+                    return Err(Refusal::NoSuchVat { vat: vat.clone() });
+                };
+                let Record::Vat(record) = &mut stored.record else {
+                    return Err(Refusal::NoSuchVat { vat: vat.clone() });
+                };
+                let was_gone = record.gone;
+                record.expires_at_ms = clock.saturating_add(record.lease_ms);
+                record.gone = false;
+                // A renewal is not a change a watcher needs, unless it
+                // brings a gone vat back.
+                if was_gone {
+                    stored.index = index;
+                    let record = stored.record.clone();
+                    self.changed(index, &key, Some(record));
+                }
+                Ok(())
+            }
+            Op::Sweep => {
+                let clock = self.data.clock_ms;
+                let lapsed: Vec<String> = self
+                    .list(VATS)
+                    .filter(|(_, s)| matches!(&s.record, Record::Vat(v) if !v.gone && v.expires_at_ms <= clock))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in lapsed {
+                    if let Some(stored) = self.data.records.get_mut(&key) {
+                        if let Record::Vat(vat) = &mut stored.record {
+                            vat.gone = true;
+                        }
+                        stored.index = index;
+                        let record = stored.record.clone();
+                        self.changed(index, &key, Some(record));
+                    }
+                }
+                Ok(())
+            }
+            Op::MintFacet { id, kind: granted } => {
+                if kind != FacetKind::Admin {
+                    return Err(Refusal::NotPermitted);
+                }
+                self.data.facets.entry(*id).or_insert(FacetRecord {
+                    kind: granted.clone(),
+                    revoked: false,
+                    records: 0,
+                });
+                Ok(())
+            }
+            Op::RevokeFacet { id } => {
+                if kind != FacetKind::Admin || *id == self.admin {
+                    return Err(Refusal::NotPermitted);
+                }
+                if let Some(facet) = self.data.facets.get_mut(id) {
+                    facet.revoked = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn put(&mut self, index: u64, key: &str, record: Record, writer: FacetId) -> Result<(), Refusal> {
+        let previous = self.data.records.get(key).map(|s| s.writer);
+        if previous != Some(writer) {
+            let held = self.data.facets.get(&writer).map_or(0, |f| f.records);
+            if writer != self.admin && held >= MAX_RECORDS_PER_FACET {
+                return Err(Refusal::TooManyRecords {
+                    limit: MAX_RECORDS_PER_FACET,
+                });
+            }
+            if let Some(previous) = previous {
+                self.charge(&previous, -1);
+            }
+            self.charge(&writer, 1);
+        }
+        self.data.records.insert(
+            key.to_owned(),
+            Stored {
+                record: record.clone(),
+                index,
+                writer,
+            },
+        );
+        self.changed(index, key, Some(record));
+        Ok(())
+    }
+
+    fn charge(&mut self, facet: &FacetId, delta: isize) {
+        if let Some(facet) = self.data.facets.get_mut(facet) {
+            facet.records = facet.records.saturating_add_signed(delta);
+        }
+    }
+
+    fn changed(&mut self, index: u64, key: &str, record: Option<Record>) {
+        self.history.push_back(Change {
+            index,
+            key: key.to_owned(),
+            record,
+        });
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    fn forget_idle_sessions(&mut self) {
+        let now = self.data.clock_ms;
+        self.data
+            .sessions
+            .retain(|_, session| now.saturating_sub(session.last_ms) < SESSION_IDLE_MS);
+    }
+
+    fn bound_sessions(&mut self) {
+        while self.data.sessions.len() > MAX_SESSIONS {
+            let idlest = self
+                .data
+                .sessions
+                .iter()
+                .min_by_key(|(id, s)| (s.last_ms, **id))
+                .map(|(id, _)| *id);
+            match idlest {
+                Some(id) => self.data.sessions.remove(&id),
+                None => break,
+            };
+        }
+    }
+
+    /// The replicated state, for a snapshot.
+    pub fn snapshot(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(&self.data)
+    }
+
+    /// Replaces the state with a snapshot's. The history restarts empty:
+    /// watches resuming from before it get the prefix's state.
+    pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), postcard::Error> {
+        self.data = postcard::from_bytes(snapshot)?;
+        self.history.clear();
+        Ok(())
+    }
+
+    /// Every record with its key, for comparing members' states.
+    pub fn records(&self) -> &BTreeMap<String, Stored> {
+        &self.data.records
+    }
+}
+
+/// Vats' records go under `vats/`, names under `names/`; other prefixes
+/// are free for now.
+fn check_kind(key: &str, record: &Record) -> Result<(), Refusal> {
+    let (expected, kind) = match record {
+        Record::Vat(_) => (key.starts_with(VATS), "vat"),
+        Record::Name(_) => (key.starts_with(NAMES), "name"),
+    };
+    let misplaced = (key.starts_with(VATS) && !matches!(record, Record::Vat(_)))
+        || (key.starts_with(NAMES) && !matches!(record, Record::Name(_)));
+    if !expected || misplaced {
+        return Err(Refusal::WrongKind {
+            key: key.to_owned(),
+            kind: kind.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use super::*;
+    use crate::record::NameRecord;
+
+    const ADMIN: FacetId = [1; 32];
+
+    fn put(serial: u64, key: &str) -> Request {
+        Request {
+            facet: ADMIN,
+            client: [7; 16],
+            serial,
+            answered_below: 0,
+            at_ms: 1000,
+            op: Op::Put {
+                key: key.to_owned(),
+                record: Record::Name(NameRecord { refs: vec!["x".into()] }),
+            },
+        }
+    }
+
+    #[test]
+    fn a_retried_request_is_applied_once() {
+        let mut m = Machine::new(ADMIN);
+        assert_eq!(m.apply(1, &put(1, "names/a")), Response::Done { index: 1 });
+        // The same request again (a retry after a leader change) answers
+        // the first answer and changes nothing.
+        assert_eq!(m.apply(2, &put(1, "names/a")), Response::Done { index: 1 });
+        assert_eq!(m.get("names/a").unwrap().index, 1);
+        assert_eq!(m.changes_after(0, "").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_facet_writes_only_what_it_may() {
+        let mut m = Machine::new(ADMIN);
+        let reader = [2; 32];
+        let mut mint = put(1, "x");
+        mint.op = Op::MintFacet {
+            id: reader,
+            kind: FacetKind::Reader { prefix: "names/".into() },
+        };
+        assert_eq!(m.apply(1, &mint), Response::Done { index: 1 });
+        let mut write = put(1, "names/a");
+        write.facet = reader;
+        write.client = [8; 16];
+        assert_eq!(m.apply(2, &write), Response::Refused(Refusal::NotPermitted));
+        assert!(m.get("names/a").is_none());
+        let mut unknown = put(1, "names/a");
+        unknown.facet = [9; 32];
+        unknown.client = [9; 16];
+        assert_eq!(m.apply(3, &unknown), Response::Refused(Refusal::NotPermitted));
+    }
+
+    #[test]
+    fn snapshots_restore_the_same_state() {
+        let mut m = Machine::new(ADMIN);
+        m.apply(1, &put(1, "names/a"));
+        m.apply(2, &put(2, "names/b"));
+        let bytes = m.snapshot().unwrap();
+        let mut n = Machine::new(ADMIN);
+        n.restore(&bytes).unwrap();
+        assert_eq!(n.records(), m.records());
+        assert_eq!(n.apply(3, &put(2, "names/b")), Response::Done { index: 2 });
+        // History is gone after a restore: a watch from 0 must start over.
+        assert!(n.changes_after(0, "").is_none());
+    }
+}
