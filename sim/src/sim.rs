@@ -527,6 +527,13 @@ impl VatContext {
         Ok(Arc::new(store))
     }
 
+    /// A redb storage backend for the file `file` on the vat's simulated
+    /// disk, for a program's own database beside its store (a directory
+    /// member's log): `redb::Database::builder().create_with_backend(..)`.
+    pub fn backend(&self, file: &str) -> crate::disk::FileBackend {
+        self.disk.backend(file)
+    }
+
     /// The vat's store, opened as the vat's [`Persistence`].
     ///
     /// # Errors

@@ -156,6 +156,15 @@ pub enum CliError {
     /// A method or its arguments that `vat call` does not know.
     #[error("{0}")]
     BadCall(String),
+    /// A companion program (`vat-directory`) could not be started.
+    #[error("cannot run {program} (it is installed beside vat, from the vat-directory crate): {source}")]
+    Companion {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<capnp::Error> for CliError {

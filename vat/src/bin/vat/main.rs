@@ -6,6 +6,8 @@
 //! - `vat tokens` lists, revokes and mints that vat's tokens.
 //! - `vat call` restores a token and calls the object it names.
 //! - `vat schema id` prints a fresh Cap'n Proto file id.
+//! - `vat directory ...` runs `vat-directory` (the replicated directory's
+//!   tool, installed beside `vat`) with the rest of the arguments.
 //!
 //! Logs go to standard error, filtered by `RUST_LOG` (default: warnings and
 //! errors), so what the commands print on standard output stays readable.
@@ -16,6 +18,7 @@ mod admin_client;
 mod call;
 mod data;
 mod demo;
+mod directory;
 mod error;
 mod holder;
 mod init;
@@ -86,6 +89,15 @@ enum Command {
     /// Help with a crate's own Cap'n Proto schemas.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// The replicated directory: run a member, make a cluster, read and
+    /// write records (`vat directory --help`). Runs `vat-directory`, which
+    /// is installed beside `vat`.
+    #[command(disable_help_flag = true)]
+    Directory {
+        /// The arguments `vat-directory` takes.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Restore a token and call a method on its object: on a counter,
     /// `add N` or `get`; on a host, `echo N` or `greet NAME`.
     #[command(allow_negative_numbers = true)]
@@ -155,6 +167,7 @@ fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             crash_on_demand,
         })?,
         Command::Schema(SchemaCommand::Id) => println!("{}", schema_id::file_id()),
+        Command::Directory { args } => directory::run(args)?,
         Command::Tokens(TokensCommand::List(Data { data })) => tokens::list(data)?,
         Command::Tokens(TokensCommand::Revoke { data, target }) => {
             tokens::revoke(data.data, &target)?
