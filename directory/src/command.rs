@@ -43,7 +43,9 @@ impl FacetKind {
         match self {
             FacetKind::Admin => true,
             FacetKind::Host { .. } => key.starts_with(crate::record::VATS),
-            FacetKind::Reader { prefix } | FacetKind::Writer { prefix } => key.starts_with(prefix.as_str()),
+            FacetKind::Reader { prefix } | FacetKind::Writer { prefix } => {
+                key.starts_with(prefix.as_str())
+            }
         }
     }
 

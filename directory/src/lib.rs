@@ -3,6 +3,8 @@
 
 pub mod command;
 pub mod machine;
+pub mod network;
+pub mod peer;
 pub mod record;
 mod runtime;
 pub mod types;

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{ClientId, FacetId, FacetKind, FacetRecord, Facets, Op, Refusal, Request, Response};
+use crate::command::{
+    ClientId, FacetId, FacetKind, FacetRecord, Facets, Op, Refusal, Request, Response,
+};
 use crate::record::{check_key, Record, MAX_RECORDS_PER_FACET, MAX_RECORD_BYTES, NAMES, VATS};
 
 /// How many answers per client the session table keeps at most (a client
@@ -115,7 +117,10 @@ impl Machine {
     }
 
     /// Every record under `prefix`, in key order.
-    pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
+    pub fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
         self.data
             .records
             .range(prefix.to_owned()..)
@@ -136,7 +141,10 @@ impl Machine {
     /// history no longer reaches back to `index` (the caller then starts
     /// from the prefix's current state).
     pub fn changes_after(&self, index: u64, prefix: &str) -> Option<Vec<Change>> {
-        let oldest = self.history.front().map_or(self.data.applied + 1, |c| c.index);
+        let oldest = self
+            .history
+            .front()
+            .map_or(self.data.applied + 1, |c| c.index);
         if index + 1 < oldest && index < self.data.applied {
             return None;
         }
@@ -297,7 +305,13 @@ impl Machine {
         }
     }
 
-    fn put(&mut self, index: u64, key: &str, record: Record, writer: FacetId) -> Result<(), Refusal> {
+    fn put(
+        &mut self,
+        index: u64,
+        key: &str,
+        record: Record,
+        writer: FacetId,
+    ) -> Result<(), Refusal> {
         let previous = self.data.records.get(key).map(|s| s.writer);
         if previous != Some(writer) {
             let held = self.data.facets.get(&writer).map_or(0, |f| f.records);
@@ -417,7 +431,9 @@ mod tests {
             at_ms: 1000,
             op: Op::Put {
                 key: key.to_owned(),
-                record: Record::Name(NameRecord { refs: vec!["x".into()] }),
+                record: Record::Name(NameRecord {
+                    refs: vec!["x".into()],
+                }),
             },
         }
     }
@@ -440,7 +456,9 @@ mod tests {
         let mut mint = put(1, "x");
         mint.op = Op::MintFacet {
             id: reader,
-            kind: FacetKind::Reader { prefix: "names/".into() },
+            kind: FacetKind::Reader {
+                prefix: "names/".into(),
+            },
         };
         assert_eq!(m.apply(1, &mint), Response::Done { index: 1 });
         let mut write = put(1, "names/a");
@@ -451,7 +469,10 @@ mod tests {
         let mut unknown = put(1, "names/a");
         unknown.facet = [9; 32];
         unknown.client = [9; 16];
-        assert_eq!(m.apply(3, &unknown), Response::Refused(Refusal::NotPermitted));
+        assert_eq!(
+            m.apply(3, &unknown),
+            Response::Refused(Refusal::NotPermitted)
+        );
     }
 
     #[test]

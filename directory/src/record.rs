@@ -33,7 +33,9 @@ pub enum Record {
 impl Record {
     /// The record's encoded size, the one its bound applies to.
     pub fn encoded_len(&self) -> usize {
-        postcard::to_allocvec(self).map(|v| v.len()).unwrap_or(usize::MAX)
+        postcard::to_allocvec(self)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -88,7 +90,8 @@ pub fn check_key(key: &str) -> Result<(), KeyError> {
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || "._-~@:+".contains(c);
     for segment in key.split('/') {
-        if segment.is_empty() || segment == "." || segment == ".." || !segment.chars().all(allowed) {
+        if segment.is_empty() || segment == "." || segment == ".." || !segment.chars().all(allowed)
+        {
             return Err(KeyError::Malformed);
         }
     }
