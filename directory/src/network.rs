@@ -119,6 +119,12 @@ pub enum CallError {
     /// A payload could not be used.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The member did not answer within the bound.
+    #[error("no answer within {ttl:?}")]
+    TimedOut {
+        /// The bound.
+        ttl: Duration,
+    },
     /// The member's Raft is stopped (it answered with a fatal error).
     #[error("the member's raft is stopped: {}", Untrusted(.0))]
     Stopped(String),
@@ -137,7 +143,7 @@ impl CallError {
                 error.kind(),
                 ErrorKind::Disconnected | ErrorKind::VatStopped | ErrorKind::UnknownToken
             ),
-            CallError::Wire(_) => false,
+            CallError::Wire(_) | CallError::TimedOut { .. } => false,
         }
     }
 }
@@ -189,10 +195,11 @@ impl PeerClient {
     }
 
     /// Runs `call` on the member's `RaftPeer` within `ttl`, forgetting the
-    /// reference if it fails in any way.
+    /// reference if it fails in any way. `action` names openraft's RPC, for
+    /// its timeout error.
     async fn call<T, F, Fut>(
         &mut self,
-        action: RPCTypes,
+        action: Option<RPCTypes>,
         ttl: Duration,
         call: F,
     ) -> Result<T, Failure>
@@ -208,12 +215,15 @@ impl PeerClient {
         let failure = match outcome {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => Failure::Call(error),
-            Err(_elapsed) => Failure::Timeout(Timeout {
-                action,
-                id: self.network.id(),
-                target: self.target,
-                timeout: ttl,
-            }),
+            Err(_elapsed) => match action {
+                Some(action) => Failure::Timeout(Timeout {
+                    action,
+                    id: self.network.id(),
+                    target: self.target,
+                    timeout: ttl,
+                }),
+                None => Failure::Call(CallError::TimedOut { ttl }),
+            },
         };
         self.peer = None;
         Err(failure)
@@ -238,7 +248,7 @@ impl PeerClient {
             .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
         let limit = self.max_payload();
         let outcome = self
-            .call(RPCTypes::AppendEntries, ttl, |peer| async move {
+            .call(None, ttl, |peer| async move {
                 peer::bounded("forwarded request", bytes.len(), limit)?;
                 let mut call = peer.forward_request();
                 call.get().set_request(&bytes);
@@ -320,7 +330,7 @@ impl RaftNetworkV2<Config> for PeerClient {
         let limit = self.max_payload();
         let answer = self
             .call(
-                RPCTypes::AppendEntries,
+                Some(RPCTypes::AppendEntries),
                 option.soft_ttl(),
                 |peer| async move {
                     peer::bounded("append-entries request", bytes.len(), limit)?;
@@ -368,7 +378,7 @@ impl RaftNetworkV2<Config> for PeerClient {
         let data = snapshot.snapshot;
         let limit = self.max_payload();
         let send = self.call(
-            RPCTypes::InstallSnapshot,
+            Some(RPCTypes::InstallSnapshot),
             option.soft_ttl(),
             |peer| async move {
                 peer::bounded("snapshot", vote.len() + meta.len() + data.len(), limit)?;
@@ -406,7 +416,7 @@ impl PeerClient {
         let bytes = peer::encode("vote request", &call)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let answer = self
-            .call(RPCTypes::Vote, option.soft_ttl(), |peer| async move {
+            .call(Some(RPCTypes::Vote), option.soft_ttl(), |peer| async move {
                 let mut call = peer.vote_request();
                 call.get().set_request(&bytes);
                 let reply = call.send().promise.await.map_err(call_error)?;
