@@ -7,4 +7,5 @@ pub mod network;
 pub mod peer;
 pub mod record;
 mod runtime;
+pub mod store;
 pub mod types;
