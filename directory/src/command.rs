@@ -225,3 +225,12 @@ pub struct FacetRecord {
     /// How many records it wrote and has not deleted.
     pub records: usize,
 }
+
+/// A membership change an admin asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add this vat as a voter (a learner first, until it caught up).
+    Add(crate::types::Member),
+    /// Remove this vat (its id) from the voters.
+    Remove(String),
+}

@@ -89,6 +89,12 @@ impl Machine {
         }
     }
 
+    /// Sets the cluster's first admin facet (known once the member joins
+    /// a cluster; the store opens the machine before).
+    pub fn set_admin(&mut self, admin: FacetId) {
+        self.admin = admin;
+    }
+
     /// The highest log index applied.
     pub fn applied(&self) -> u64 {
         self.data.applied

@@ -35,7 +35,7 @@ use sturdyrefs::{SwissHash, SwissNumber, VatId};
 use vat::sturdy::Restorer;
 use vat::{Error, ErrorKind};
 
-use crate::command::{Request, Response};
+use crate::command::{MembershipChange, Request, Response};
 use crate::types::{node_id, Config, SnapshotData};
 
 /// The kind a `RaftPeer` restored from a member is reported as.
@@ -63,10 +63,50 @@ pub enum ForwardError {
     /// member that answered: escape it before logging).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The leader refused a membership change (text from the member that
+    /// answered: escape it before logging).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// What a member does with a request another member forwards to it.
 pub type Forwarder = Rc<dyn Fn(Request) -> LocalBoxFuture<'static, Result<Response, ForwardError>>>;
+
+/// What a member does with the calls of other members beyond Raft's own.
+#[derive(Clone)]
+pub struct Handlers {
+    /// A follower's client request, for the leader to run.
+    pub forward: Forwarder,
+    /// A follower's linearizable read: the index it must wait for.
+    pub read_index: Rc<dyn Fn() -> LocalBoxFuture<'static, Result<u64, ForwardError>>>,
+    /// An admin's membership change, for the leader to run.
+    pub change_membership:
+        Rc<dyn Fn(MembershipChange) -> LocalBoxFuture<'static, Result<u64, ForwardError>>>,
+    /// Called when a leader's entries (or heartbeat) arrive: how stale a
+    /// follower's `any` read may be.
+    pub leader_contact: Rc<dyn Fn()>,
+}
+
+impl Handlers {
+    /// Handlers that forward requests to `forward` and refuse reads and
+    /// membership changes as unavailable (a member that only relays).
+    pub fn forwarding(forward: Forwarder) -> Handlers {
+        Handlers {
+            forward,
+            read_index: Rc::new(|| {
+                Box::pin(async { Err(ForwardError::Unavailable("no reads here".to_owned())) })
+            }),
+            change_membership: Rc::new(|_| {
+                Box::pin(async {
+                    Err(ForwardError::Unavailable(
+                        "no membership changes here".to_owned(),
+                    ))
+                })
+            }),
+            leader_contact: Rc::new(|| {}),
+        }
+    }
+}
 
 /// A `vote` call's request: a vote proper, or a pre-vote (answered without
 /// changing the receiver's vote).
@@ -218,7 +258,7 @@ where
     SM: openraft::storage::RaftStateMachine<Config, SnapshotData = SnapshotData>,
 {
     raft: openraft::Raft<Config, SM>,
-    forward: Forwarder,
+    handlers: Handlers,
     max_payload: usize,
     /// Vats admitted while this member has no membership at all.
     expected: RefCell<BTreeSet<VatId>>,
@@ -229,13 +269,13 @@ impl<SM> PeerService<SM>
 where
     SM: openraft::storage::RaftStateMachine<Config, SnapshotData = SnapshotData>,
 {
-    /// The service of `raft`, handing forwarded requests to `forward`, with
-    /// payloads bounded by [`max_payload`] of `limits`.
-    pub fn new(raft: openraft::Raft<Config, SM>, forward: Forwarder, limits: &Limits) -> Self {
+    /// The service of `raft`, handing what is not Raft's to `handlers`,
+    /// with payloads bounded by [`max_payload`] of `limits`.
+    pub fn new(raft: openraft::Raft<Config, SM>, handlers: Handlers, limits: &Limits) -> Self {
         PeerService {
             inner: Rc::new(Shared {
                 raft,
-                forward,
+                handlers,
                 max_payload: max_payload(limits),
                 expected: RefCell::new(BTreeSet::new()),
                 refusals: RefCell::new(WarnLimiter::new(DEFAULT_WARN_BURST, DEFAULT_WARN_INTERVAL)),
@@ -362,6 +402,9 @@ where
         let request: openraft::raft::AppendEntriesRequest<Config> =
             decode("append-entries request", bytes)?;
         let answer = self.raft().append_entries(request).await;
+        if answer.is_ok() {
+            (self.service.inner.handlers.leader_contact)();
+        }
         results
             .get()
             .set_response(&encode("append-entries response", &answer)?);
@@ -422,7 +465,7 @@ where
         self.payload("forwarded request", bytes.len())?;
         let request: Request = decode("forwarded request", bytes)?;
         tracing::debug!(caller = %self.caller, request = %Untrusted(&request), "forwarded request");
-        let answer = (self.service.inner.forward)(request).await;
+        let answer = (self.service.inner.handlers.forward)(request).await;
         results
             .get()
             .set_response(&encode("forwarded response", &answer)?);
@@ -435,5 +478,33 @@ where
         _: raft_peer::PingResults,
     ) -> Result<(), capnp::Error> {
         self.admit("ping")
+    }
+
+    async fn read_index(
+        self: Rc<Self>,
+        _: raft_peer::ReadIndexParams,
+        mut results: raft_peer::ReadIndexResults,
+    ) -> Result<(), capnp::Error> {
+        self.admit("readIndex")?;
+        let answer = (self.service.inner.handlers.read_index)().await;
+        results.get().set_response(&encode("read index", &answer)?);
+        Ok(())
+    }
+
+    async fn change_membership(
+        self: Rc<Self>,
+        params: raft_peer::ChangeMembershipParams,
+        mut results: raft_peer::ChangeMembershipResults,
+    ) -> Result<(), capnp::Error> {
+        self.admit("changeMembership")?;
+        let bytes = params.get()?.get_change()?;
+        self.payload("membership change", bytes.len())?;
+        let change: MembershipChange = decode("membership change", bytes)?;
+        tracing::info!(caller = %self.caller, change = %Untrusted(&format!("{change:?}")), "forwarded membership change");
+        let answer = (self.service.inner.handlers.change_membership)(change).await;
+        results
+            .get()
+            .set_response(&encode("membership change's answer", &answer)?);
+        Ok(())
     }
 }

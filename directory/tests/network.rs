@@ -31,7 +31,7 @@ use vat::{ErrorKind, VatHandle};
 use vat_directory::command::{FacetId, Op, Request, Response};
 use vat_directory::machine::Machine;
 use vat_directory::network::Network;
-use vat_directory::peer::{ForwardError, Forwarder, PeerService, PEER_KIND};
+use vat_directory::peer::{ForwardError, Forwarder, Handlers, PeerService, PEER_KIND};
 use vat_directory::record::{NameRecord, Record};
 use vat_directory::types::{node_id, Config, Member, SnapshotData};
 
@@ -358,7 +358,8 @@ impl Vat {
                     }
                     .boxed_local()
                 });
-                let service = PeerService::new(raft.clone(), forward, &limits);
+                let service =
+                    PeerService::new(raft.clone(), Handlers::forwarding(forward), &limits);
                 service.expect(cluster);
                 let persistence = PERSISTENCE.with(|p| p.borrow_mut().take()).unwrap();
                 persistence.set_restorer(service.restorer(&peers));

@@ -44,6 +44,9 @@ interface Directory {
   # Admin only: makes the vat a learner, lets it catch up, then a voter.
   removeMember @10 (vat :Text) -> (outcome :Outcome);
   # Admin only: the vat stops being a voter (a dead one may be removed).
+
+  cluster @11 () -> (outcome :Outcome, cluster :Cluster);
+  # Admin only: the cluster's configuration, for a new member to `join`.
 }
 
 struct RequestId {
@@ -179,6 +182,10 @@ interface DirectoryMember {
   # cluster; refused for another once initialized.
 
   status @1 () -> (initialized :Bool, status :Status);
+
+  join @2 (cluster :Cluster) -> (outcome :Outcome);
+  # Makes this vat ready to be added to a running cluster (it learns the
+  # cluster's configuration; `Directory.addMember` then makes it a member).
 }
 
 struct Cluster {
@@ -204,4 +211,8 @@ interface RaftPeer {
   forward @3 (request :Data) -> (response :Data);
   # A member's client request, for the leader to run.
   ping @4 () -> ();
+  readIndex @5 () -> (response :Data);
+  # The leader's read index for a follower's linearizable read.
+  changeMembership @6 (change :Data) -> (response :Data);
+  # An admin's membership change, for the leader to run.
 }

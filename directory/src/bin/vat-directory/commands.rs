@@ -1,0 +1,483 @@
+//! The client commands: each runs in a vat of its own for a moment.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+
+use capnp::capability::FromClientHook;
+use schema::directory_capnp::directory_member;
+use sturdyrefs::SturdyRef;
+use vat::net::{Identity, Limits};
+use vat::VatHandle;
+use vat_directory::client::{Consistency, Read, WatchEvent};
+use vat_directory::command::FacetKind;
+use vat_directory::convert::{read_outcome, StatusInfo};
+use vat_directory::record::{NameRecord, Record, VatRecord};
+use vat_directory::types::Member;
+use vat_directory::{Cluster, DirectoryClient, DirectoryError, DirectoryToken};
+
+use crate::{As, Command, ReadArgs};
+
+/// What a command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The directory answered with an error.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// The vat or a call failed.
+    #[error(transparent)]
+    Vat(#[from] vat::Error),
+    /// A token is malformed.
+    #[error("bad token: {0}")]
+    Token(#[from] vat_directory::token::DirectoryTokenError),
+    /// A member token is malformed.
+    #[error("bad member token: {0}")]
+    MemberToken(#[from] sturdyrefs::ParseError),
+    /// Serving failed.
+    #[error(transparent)]
+    Net(#[from] vat::net::NetError),
+    /// A restore failed.
+    #[error(transparent)]
+    Restore(#[from] vat::sturdy::RestoreError),
+    /// The command line does not make sense.
+    #[error("{0}")]
+    Usage(String),
+    /// The identity could not be read or made.
+    #[error("identity in {}: {source}", dir.display())]
+    Identity {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        source: vat::net::IdentityError,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl From<capnp::Error> for CliError {
+    fn from(error: capnp::Error) -> CliError {
+        CliError::Vat(error.into())
+    }
+}
+
+/// Runs `work` in a fresh vat, then stops it.
+fn oneshot<R, F, Fut>(work: F) -> Result<R, CliError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R, CliError>> + 'static,
+    R: Send + 'static,
+{
+    let vat = VatHandle::start("vat-directory")?;
+    let outcome = vat.run_async(work).wait();
+    let stopped = vat.stop();
+    let result = outcome??;
+    stopped?;
+    Ok(result)
+}
+
+fn identity(who: &As) -> Result<Option<Identity>, CliError> {
+    who.as_dir
+        .as_ref()
+        .map(|dir| {
+            Identity::load(dir).map_err(|source| CliError::Identity {
+                dir: dir.clone(),
+                source,
+            })
+        })
+        .transpose()
+}
+
+/// What a client is made of, checked before a vat starts (a client itself
+/// lives in one vat).
+struct Spec {
+    token: DirectoryToken,
+    identity: Option<Identity>,
+    member: Option<usize>,
+}
+
+impl Spec {
+    fn connect(self) -> DirectoryClient {
+        match self.member {
+            Some(member) => DirectoryClient::pinned(self.token, self.identity, member),
+            None => DirectoryClient::new(self.token, self.identity),
+        }
+    }
+}
+
+fn client(token: &str, who: &As, read: Option<ReadArgs>) -> Result<Spec, CliError> {
+    let token = DirectoryToken::parse(token.trim())?;
+    let identity = identity(who)?;
+    let member = read.and_then(|r| r.member);
+    if let Some(member) = member.filter(|m| *m >= token.members().len()) {
+        return Err(CliError::Usage(format!(
+            "the token names {} members; --member {member} is not one (they count from 0)",
+            token.members().len()
+        )));
+    }
+    Ok(Spec {
+        token,
+        identity,
+        member,
+    })
+}
+
+fn consistency(read: ReadArgs) -> Consistency {
+    if read.any {
+        Consistency::Any
+    } else {
+        Consistency::Linearizable
+    }
+}
+
+/// Runs a client command.
+pub fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve { .. } => Err(CliError::Usage("serve runs on its own".to_owned())),
+        Command::Init { members, who } => init(members, who),
+        Command::Status { token, read, who } => {
+            let client = client(&token, &who, Some(read))?;
+            let status = oneshot(move || async move {
+                let client = client.connect();
+                Ok(client.status().await?)
+            })?;
+            print_status(&status);
+            Ok(())
+        }
+        Command::Put {
+            token,
+            key,
+            refs,
+            vat_hints,
+            labels,
+            lease_ms,
+            read,
+            who,
+        } => {
+            let record = record(&key, refs, vat_hints, labels, lease_ms)?;
+            let client = client(&token, &who, Some(read))?;
+            let index = oneshot(move || async move {
+                let client = client.connect();
+                Ok(client.put(&key, record).await?)
+            })?;
+            println!("committed at index {index}");
+            Ok(())
+        }
+        Command::Get {
+            token,
+            key,
+            read,
+            who,
+        } => {
+            let client = client(&token, &who, Some(read))?;
+            let how = consistency(read);
+            let got = oneshot(move || async move {
+                let client = client.connect();
+                Ok(client.get(&key, how).await?)
+            })?;
+            match &got.value {
+                Some(entry) => println!("{}\t{}\t{}", entry.key, entry.index, show(&entry.record)),
+                None => println!("(no record)"),
+            }
+            staleness(&got);
+            Ok(())
+        }
+        Command::List {
+            token,
+            prefix,
+            limit,
+            read,
+            who,
+        } => {
+            let client = client(&token, &who, Some(read))?;
+            let how = consistency(read);
+            let got = oneshot(move || async move {
+                let client = client.connect();
+                Ok(client.list(&prefix, how, limit).await?)
+            })?;
+            for entry in &got.value.0 {
+                println!("{}\t{}\t{}", entry.key, entry.index, show(&entry.record));
+            }
+            if got.value.1 {
+                println!("(more: raise --limit or narrow the prefix)");
+            }
+            staleness(&got);
+            Ok(())
+        }
+        Command::Watch {
+            token,
+            prefix,
+            from,
+            count,
+            who,
+        } => {
+            let client = client(&token, &who, None)?;
+            oneshot(move || async move {
+                let client = client.connect();
+                let mut watching = client.watch(&prefix, from);
+                let mut seen = 0usize;
+                while let Some(event) = watching.next().await {
+                    match event? {
+                        WatchEvent::Reset { index, entries } => {
+                            println!("state at index {index}: {} records", entries.len());
+                            for entry in entries {
+                                println!(
+                                    "  {}\t{}\t{}",
+                                    entry.key,
+                                    entry.index,
+                                    show(&entry.record)
+                                );
+                            }
+                        }
+                        WatchEvent::Changed(changes) => {
+                            for change in changes {
+                                match &change.record {
+                                    Some(record) => println!(
+                                        "{}\tput\t{}\t{}",
+                                        change.index,
+                                        change.key,
+                                        show(record)
+                                    ),
+                                    None => println!("{}\tdelete\t{}", change.index, change.key),
+                                }
+                                seen += 1;
+                                if count.is_some_and(|c| seen >= c) {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })
+        }
+        Command::Rm {
+            token,
+            key,
+            read,
+            who,
+        } => {
+            let client = client(&token, &who, Some(read))?;
+            let index = oneshot(move || async move {
+                let client = client.connect();
+                Ok(client.delete(&key).await?)
+            })?;
+            println!("committed at index {index}");
+            Ok(())
+        }
+        Command::Mint {
+            token,
+            admin,
+            host,
+            reader,
+            writer,
+            who,
+        } => {
+            let kind = match (admin, host, reader, writer) {
+                (true, None, None, None) => FacetKind::Admin,
+                (false, Some(vat), None, None) => FacetKind::Host { vat },
+                (false, None, Some(prefix), None) => FacetKind::Reader { prefix },
+                (false, None, None, Some(prefix)) => FacetKind::Writer { prefix },
+                _ => {
+                    return Err(CliError::Usage(
+                        "give one of --admin, --host VAT, --reader PREFIX, --writer PREFIX"
+                            .to_owned(),
+                    ))
+                }
+            };
+            let client = client(&token, &who, None)?;
+            let minted = oneshot(move || async move {
+                let client = client.connect();
+                Ok(client.mint_facet(kind).await?)
+            })?;
+            println!("{minted}");
+            Ok(())
+        }
+        Command::Revoke { token, facet, who } => {
+            let facet = DirectoryToken::parse(facet.trim())?;
+            let client = client(&token, &who, None)?;
+            let index = oneshot(move || async move {
+                let client = client.connect();
+                Ok(client.revoke_facet(&facet).await?)
+            })?;
+            println!("revoked at index {index}");
+            Ok(())
+        }
+        Command::AddMember { token, member, who } => {
+            let member = SturdyRef::parse(member.trim())?;
+            let client = client(&token, &who, None)?;
+            let identity = identity(&who)?;
+            let index = oneshot(move || async move {
+                let client = client.connect();
+                eprintln!("[1/3] reading the cluster's configuration");
+                let cluster = client.cluster().await?;
+                eprintln!("[2/3] {} joins the cluster", member.vat());
+                join(&member, identity.as_ref(), &cluster, false).await?;
+                eprintln!("[3/3] adding it: it catches up as a learner, then votes");
+                let hints: Vec<String> = member.hints().iter().map(|h| h.to_string()).collect();
+                Ok(client.add_member(&member.vat().to_string(), &hints).await?)
+            })?;
+            println!("member added at index {index}");
+            Ok(())
+        }
+        Command::RemoveMember { token, vat, who } => {
+            let client = client(&token, &who, None)?;
+            let index = oneshot(move || async move {
+                let client = client.connect();
+                Ok(client.remove_member(&vat).await?)
+            })?;
+            println!("member removed at index {index}");
+            Ok(())
+        }
+    }
+}
+
+fn init(members: Vec<String>, who: As) -> Result<(), CliError> {
+    let tokens = members
+        .iter()
+        .map(|t| SturdyRef::parse(t.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let identity = identity(&who)?;
+    let admin = oneshot(move || async move {
+        let listed: Vec<Member> = tokens
+            .iter()
+            .map(|t| Member {
+                vat: t.vat().to_string(),
+                hints: t.hints().iter().map(|h| h.to_string()).collect(),
+            })
+            .collect();
+        let (cluster, admin) = Cluster::generate(listed)?;
+        let count = tokens.len();
+        for (i, token) in tokens.iter().enumerate() {
+            eprintln!("[{}/{count}] initializing member {}", i + 1, token.vat());
+            join(token, identity.as_ref(), &cluster, true).await?;
+        }
+        let members: Vec<_> = tokens
+            .iter()
+            .map(|t| (*t.vat(), t.hints().to_vec()))
+            .collect();
+        Ok(DirectoryToken::new(&members, &admin)?)
+    })?;
+    println!("{admin}");
+    Ok(())
+}
+
+/// Hands `cluster` to the member `token` names: to form it (`initialize`)
+/// or to be added later (`join`).
+async fn join(
+    token: &SturdyRef,
+    identity: Option<&Identity>,
+    cluster: &Cluster,
+    initialize: bool,
+) -> Result<(), CliError> {
+    let (object, _) = vat::sturdy::restore(token, identity, Limits::default()).await?;
+    let member: directory_member::Client = object.cast_to();
+    let outcome = if initialize {
+        let mut call = member.initialize_request();
+        vat_directory::facet::write_cluster(call.get().init_cluster(), cluster);
+        let reply = call.send().promise.await?;
+        read_outcome(reply.get()?.get_outcome()?)
+    } else {
+        let mut call = member.join_request();
+        vat_directory::facet::write_cluster(call.get().init_cluster(), cluster);
+        let reply = call.send().promise.await?;
+        read_outcome(reply.get()?.get_outcome()?)
+    };
+    outcome?;
+    Ok(())
+}
+
+fn record(
+    key: &str,
+    refs: Vec<String>,
+    hints: Vec<String>,
+    labels: Vec<String>,
+    lease_ms: u64,
+) -> Result<Record, CliError> {
+    if key.starts_with(vat_directory::record::VATS) {
+        let labels = labels
+            .iter()
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| CliError::Usage(format!("a label is KEY=VALUE, not {l:?}")))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        return Ok(Record::Vat(VatRecord {
+            hints,
+            labels,
+            lease_ms,
+            expires_at_ms: 0,
+            gone: false,
+        }));
+    }
+    if refs.is_empty() {
+        return Err(CliError::Usage(
+            "a name's record needs at least one --ref TOKEN".to_owned(),
+        ));
+    }
+    Ok(Record::Name(NameRecord { refs }))
+}
+
+fn show(record: &Record) -> String {
+    match record {
+        Record::Name(name) => format!("name {}", name.refs.join(" ")),
+        Record::Vat(vat) => {
+            let labels: Vec<String> = vat.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!(
+                "vat hints={} labels={} lease={}ms expires_at={} {}",
+                vat.hints.join(","),
+                labels.join(","),
+                vat.lease_ms,
+                vat.expires_at_ms,
+                if vat.gone { "GONE" } else { "alive" }
+            )
+        }
+    }
+}
+
+fn staleness<T>(read: &Read<T>) {
+    if read.staleness_ms > 0 {
+        let age = if read.staleness_ms == u64::MAX {
+            "unknown (no leader heard from)".to_owned()
+        } else {
+            format!("{} ms", read.staleness_ms)
+        };
+        eprintln!(
+            "(served by {} at index {}; may be stale by {age})",
+            read.served_by, read.index
+        );
+    }
+}
+
+fn print_status(status: &StatusInfo) {
+    println!(
+        "leader   {}",
+        status.leader.as_deref().unwrap_or("(none known)")
+    );
+    println!("term     {}", status.term);
+    println!("commit   {}", status.commit_index);
+    println!("applied  {}", status.applied_index);
+    println!("answered {}", status.served_by);
+    println!("members:");
+    for member in &status.members {
+        println!(
+            "  {}  {}  {}  matched={} lag={} {}",
+            member.vat,
+            member.hints.join(","),
+            if member.voter { "voter" } else { "learner" },
+            member.matched,
+            member.lag,
+            if member.reachable {
+                "reachable"
+            } else {
+                "UNREACHABLE"
+            },
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! Between the schema's structs and the crate's types. Text read from the
+//! wire is checked here; nothing here panics on what a peer sends.
+
+use std::collections::BTreeMap;
+
+use capnp::text_list;
+use schema::directory_capnp::{change, entry, outcome, record, refused, status};
+
+use crate::command::Refusal;
+use crate::error::{DirectoryError, RefusalKind};
+use crate::machine::Change;
+use crate::record::{NameRecord, Record, VatRecord};
+
+/// The most entries a `list` answers at once.
+pub const MAX_LIST: u32 = 1000;
+/// The most texts (hints, refs, labels) a record may carry.
+const MAX_ITEMS: u32 = 64;
+
+/// What a successful call reports.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Done {
+    /// The write's log index, or the index a read saw.
+    pub index: u64,
+    /// For an `any` read: how old its state may be, in milliseconds.
+    pub staleness_ms: u64,
+    /// The vat id of the member that answered.
+    pub served_by: String,
+}
+
+fn texts(list: text_list::Reader<'_>) -> capnp::Result<Vec<String>> {
+    if list.len() > MAX_ITEMS {
+        return Err(capnp::Error::failed(format!(
+            "at most {MAX_ITEMS} items are allowed; {} were given",
+            list.len()
+        )));
+    }
+    list.iter()
+        .map(|t| Ok(t?.to_string()?))
+        .collect::<capnp::Result<Vec<_>>>()
+}
+
+fn set_texts(mut list: text_list::Builder<'_>, items: &[String]) {
+    for (i, item) in items.iter().enumerate() {
+        list.set(i as u32, item.as_str());
+    }
+}
+
+/// Reads a record.
+pub fn read_record(reader: record::Reader<'_>) -> capnp::Result<Record> {
+    Ok(match reader.which()? {
+        record::Vat(vat) => {
+            let vat = vat?;
+            let labels = vat.get_labels()?;
+            if labels.len() > MAX_ITEMS {
+                return Err(capnp::Error::failed(format!(
+                    "at most {MAX_ITEMS} labels are allowed"
+                )));
+            }
+            let mut map = BTreeMap::new();
+            for label in labels.iter() {
+                map.insert(
+                    label.get_key()?.to_string()?,
+                    label.get_value()?.to_string()?,
+                );
+            }
+            Record::Vat(VatRecord {
+                hints: texts(vat.get_hints()?)?,
+                labels: map,
+                lease_ms: vat.get_lease_ms(),
+                expires_at_ms: vat.get_expires_at_ms(),
+                gone: vat.get_gone(),
+            })
+        }
+        record::Name(name) => Record::Name(NameRecord {
+            refs: texts(name?.get_refs()?)?,
+        }),
+    })
+}
+
+/// Writes a record.
+pub fn write_record(builder: record::Builder<'_>, record: &Record) {
+    match record {
+        Record::Vat(vat) => {
+            let mut out = builder.init_vat();
+            set_texts(
+                out.reborrow().init_hints(vat.hints.len() as u32),
+                &vat.hints,
+            );
+            let mut labels = out.reborrow().init_labels(vat.labels.len() as u32);
+            for (i, (key, value)) in vat.labels.iter().enumerate() {
+                let mut label = labels.reborrow().get(i as u32);
+                label.set_key(key.as_str());
+                label.set_value(value.as_str());
+            }
+            out.set_lease_ms(vat.lease_ms);
+            out.set_expires_at_ms(vat.expires_at_ms);
+            out.set_gone(vat.gone);
+        }
+        Record::Name(name) => {
+            let out = builder.init_name();
+            set_texts(out.init_refs(name.refs.len() as u32), &name.refs);
+        }
+    }
+}
+
+/// Writes an entry.
+pub fn write_entry(mut builder: entry::Builder<'_>, key: &str, record: &Record, index: u64) {
+    builder.set_key(key);
+    builder.set_index(index);
+    write_record(builder.init_record(), record);
+}
+
+/// Reads an entry: key, record, index.
+pub fn read_entry(reader: entry::Reader<'_>) -> capnp::Result<(String, Record, u64)> {
+    Ok((
+        reader.get_key()?.to_string()?,
+        read_record(reader.get_record()?)?,
+        reader.get_index(),
+    ))
+}
+
+/// Writes a change.
+pub fn write_change(mut builder: change::Builder<'_>, change: &Change) {
+    builder.set_index(change.index);
+    builder.set_key(change.key.as_str());
+    match &change.record {
+        Some(record) => write_record(builder.init_record(), record),
+        None => builder.set_deleted(true),
+    }
+}
+
+/// Reads a change.
+pub fn read_change(reader: change::Reader<'_>) -> capnp::Result<Change> {
+    Ok(Change {
+        index: reader.get_index(),
+        key: reader.get_key()?.to_string()?,
+        record: if reader.get_deleted() {
+            None
+        } else {
+            Some(read_record(reader.get_record()?)?)
+        },
+    })
+}
+
+/// Writes a call's outcome.
+pub fn write_outcome(builder: outcome::Builder<'_>, outcome: &Result<Done, DirectoryError>) {
+    match outcome {
+        Ok(done) => {
+            let mut out = builder.init_done();
+            out.set_index(done.index);
+            out.set_staleness_ms(done.staleness_ms);
+            out.set_served_by(done.served_by.as_str());
+        }
+        Err(DirectoryError::NoQuorum { reached, members }) => {
+            let mut out = builder.init_no_quorum();
+            out.set_reached(*reached);
+            out.set_members(*members);
+        }
+        Err(DirectoryError::Refused {
+            kind,
+            limit,
+            size,
+            message,
+        }) => {
+            let mut out = builder.init_refused();
+            out.set_kind(match kind {
+                RefusalKind::NotPermitted => refused::Kind::NotPermitted,
+                RefusalKind::BadKey => refused::Kind::BadKey,
+                RefusalKind::TooLarge => refused::Kind::TooLarge,
+                RefusalKind::WrongKind => refused::Kind::WrongKind,
+                RefusalKind::TooMany => refused::Kind::TooMany,
+                RefusalKind::NoSuchVat => refused::Kind::NoSuchVat,
+                RefusalKind::Forgotten => refused::Kind::Forgotten,
+                RefusalKind::BadArgument => refused::Kind::BadArgument,
+            });
+            out.set_limit(limit.unwrap_or(0));
+            out.set_size(size.unwrap_or(0));
+            out.set_message(message.as_str());
+        }
+        Err(other) => {
+            let mut builder = builder;
+            builder.set_unavailable(other.to_string().as_str());
+        }
+    }
+}
+
+/// Reads a call's outcome.
+pub fn read_outcome(reader: outcome::Reader<'_>) -> Result<Done, DirectoryError> {
+    let malformed = |e: capnp::Error| DirectoryError::Call(vat::Error::from(e));
+    match reader.which().map_err(|e| malformed(e.into()))? {
+        outcome::Done(done) => {
+            let done = done.map_err(malformed)?;
+            Ok(Done {
+                index: done.get_index(),
+                staleness_ms: done.get_staleness_ms(),
+                served_by: done
+                    .get_served_by()
+                    .and_then(|t| Ok(t.to_string()?))
+                    .map_err(malformed)?,
+            })
+        }
+        outcome::NoQuorum(no) => {
+            let no = no.map_err(malformed)?;
+            Err(DirectoryError::NoQuorum {
+                reached: no.get_reached(),
+                members: no.get_members(),
+            })
+        }
+        outcome::Refused(refused) => {
+            let refused = refused.map_err(malformed)?;
+            let kind = match refused.get_kind().map_err(|e| malformed(e.into()))? {
+                refused::Kind::NotPermitted => RefusalKind::NotPermitted,
+                refused::Kind::BadKey => RefusalKind::BadKey,
+                refused::Kind::TooLarge => RefusalKind::TooLarge,
+                refused::Kind::WrongKind => RefusalKind::WrongKind,
+                refused::Kind::TooMany => RefusalKind::TooMany,
+                refused::Kind::NoSuchVat => RefusalKind::NoSuchVat,
+                refused::Kind::Forgotten => RefusalKind::Forgotten,
+                refused::Kind::BadArgument => RefusalKind::BadArgument,
+            };
+            let nonzero = |v: u64| (v != 0).then_some(v);
+            Err(DirectoryError::Refused {
+                kind,
+                limit: nonzero(refused.get_limit()),
+                size: nonzero(refused.get_size()),
+                message: refused
+                    .get_message()
+                    .and_then(|t| Ok(t.to_string()?))
+                    .map_err(malformed)?,
+            })
+        }
+        outcome::Unavailable(reason) => Err(DirectoryError::Unavailable {
+            reason: reason.and_then(|t| Ok(t.to_string()?)).map_err(malformed)?,
+        }),
+    }
+}
+
+/// The state machine's refusal as the directory's error.
+pub fn refusal(refusal: &Refusal) -> DirectoryError {
+    let (kind, limit, size) = match refusal {
+        Refusal::NotPermitted => (RefusalKind::NotPermitted, None, None),
+        Refusal::Key(_) => (RefusalKind::BadKey, None, None),
+        Refusal::RecordTooLarge { size, limit } => (
+            RefusalKind::TooLarge,
+            Some(*limit as u64),
+            Some(*size as u64),
+        ),
+        Refusal::WrongKind { .. } => (RefusalKind::WrongKind, None, None),
+        Refusal::TooManyRecords { limit } => (RefusalKind::TooMany, Some(*limit as u64), None),
+        Refusal::NoSuchVat { .. } => (RefusalKind::NoSuchVat, None, None),
+        Refusal::Forgotten { .. } => (RefusalKind::Forgotten, None, None),
+    };
+    DirectoryError::Refused {
+        kind,
+        limit,
+        size,
+        message: refusal.to_string(),
+    }
+}
+
+/// A member's view of the cluster, as `status` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusInfo {
+    /// The leader's vat id, if one is known.
+    pub leader: Option<String>,
+    /// The current term.
+    pub term: u64,
+    /// The highest committed index this member knows.
+    pub commit_index: u64,
+    /// The highest index it applied.
+    pub applied_index: u64,
+    /// The member that answered.
+    pub served_by: String,
+    /// Every member in the membership.
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member in a status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its vat id.
+    pub vat: String,
+    /// Its hints.
+    pub hints: Vec<String>,
+    /// A voter (else a learner).
+    pub voter: bool,
+    /// The last index the leader knows it holds (leader's view; 0 if
+    /// unknown).
+    pub matched: u64,
+    /// How far behind the leader's last index it is.
+    pub lag: u64,
+    /// Whether the answering member reaches it.
+    pub reachable: bool,
+}
+
+/// Writes a status.
+pub fn write_status(mut builder: status::Builder<'_>, info: &StatusInfo) {
+    builder.set_leader(info.leader.as_deref().unwrap_or(""));
+    builder.set_term(info.term);
+    builder.set_commit_index(info.commit_index);
+    builder.set_applied_index(info.applied_index);
+    builder.set_served_by(info.served_by.as_str());
+    let mut members = builder.init_members(info.members.len() as u32);
+    for (i, member) in info.members.iter().enumerate() {
+        let mut out = members.reborrow().get(i as u32);
+        out.set_vat(member.vat.as_str());
+        set_texts(
+            out.reborrow().init_hints(member.hints.len() as u32),
+            &member.hints,
+        );
+        out.set_voter(member.voter);
+        out.set_matched(member.matched);
+        out.set_lag(member.lag);
+        out.set_reachable(member.reachable);
+    }
+}
+
+/// Reads a status.
+pub fn read_status(reader: status::Reader<'_>) -> capnp::Result<StatusInfo> {
+    let leader = reader.get_leader()?.to_string()?;
+    let mut members = Vec::new();
+    for member in reader.get_members()?.iter() {
+        members.push(MemberInfo {
+            vat: member.get_vat()?.to_string()?,
+            hints: texts(member.get_hints()?)?,
+            voter: member.get_voter(),
+            matched: member.get_matched(),
+            lag: member.get_lag(),
+            reachable: member.get_reachable(),
+        });
+    }
+    Ok(StatusInfo {
+        leader: (!leader.is_empty()).then_some(leader),
+        term: reader.get_term(),
+        commit_index: reader.get_commit_index(),
+        applied_index: reader.get_applied_index(),
+        served_by: reader.get_served_by()?.to_string()?,
+        members,
+    })
+}
