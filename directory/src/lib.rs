@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod command;
 pub mod convert;

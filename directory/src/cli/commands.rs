@@ -9,14 +9,14 @@ use schema::directory_capnp::directory_member;
 use sturdyrefs::SturdyRef;
 use vat::net::{Identity, Limits};
 use vat::VatHandle;
-use vat_directory::client::{Consistency, Read, WatchEvent};
-use vat_directory::command::FacetKind;
-use vat_directory::convert::{read_outcome, StatusInfo};
-use vat_directory::record::{NameRecord, Record, VatRecord};
-use vat_directory::types::Member;
-use vat_directory::{Cluster, DirectoryClient, DirectoryError, DirectoryToken};
+use crate::client::{Consistency, Read, WatchEvent};
+use crate::command::FacetKind;
+use crate::convert::{read_outcome, StatusInfo};
+use crate::record::{NameRecord, Record, VatRecord};
+use crate::types::Member;
+use crate::{Cluster, DirectoryClient, DirectoryError, DirectoryToken};
 
-use crate::{As, Command, ReadArgs};
+use super::{As, Command, ReadArgs};
 
 /// What a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum CliError {
     Vat(#[from] vat::Error),
     /// A token is malformed.
     #[error("bad token: {0}")]
-    Token(#[from] vat_directory::token::DirectoryTokenError),
+    Token(#[from] crate::token::DirectoryTokenError),
     /// A member token is malformed.
     #[error("bad member token: {0}")]
     MemberToken(#[from] sturdyrefs::ParseError),
@@ -379,12 +379,12 @@ async fn join(
     let member: directory_member::Client = object.cast_to();
     let outcome = if initialize {
         let mut call = member.initialize_request();
-        vat_directory::facet::write_cluster(call.get().init_cluster(), cluster);
+        crate::facet::write_cluster(call.get().init_cluster(), cluster);
         let reply = call.send().promise.await?;
         read_outcome(reply.get()?.get_outcome()?)
     } else {
         let mut call = member.join_request();
-        vat_directory::facet::write_cluster(call.get().init_cluster(), cluster);
+        crate::facet::write_cluster(call.get().init_cluster(), cluster);
         let reply = call.send().promise.await?;
         read_outcome(reply.get()?.get_outcome()?)
     };
@@ -399,7 +399,7 @@ fn record(
     labels: Vec<String>,
     lease_ms: u64,
 ) -> Result<Record, CliError> {
-    if key.starts_with(vat_directory::record::VATS) {
+    if key.starts_with(crate::record::VATS) {
         let labels = labels
             .iter()
             .map(|l| {

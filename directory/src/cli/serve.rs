@@ -10,10 +10,10 @@ use vat::net::tls::TlsListener;
 use vat::net::{Identity, Limits};
 use vat::sturdy::{object_ref, vat_id, Persistence};
 use vat::VatHandle;
-use vat_directory::member::{RaftTimeouts, MEMBER_KIND};
-use vat_directory::{DirectoryMember, MemberConfig};
+use crate::member::{RaftTimeouts, MEMBER_KIND};
+use crate::{DirectoryMember, MemberConfig};
 
-use crate::commands::CliError;
+use super::commands::CliError;
 
 /// Where the member's token is kept (mode 0600): the store keeps only its
 /// hash.
