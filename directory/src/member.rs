@@ -202,11 +202,16 @@ struct Running {
     peers: PeerService<StateMachineStore>,
     /// When each peer last answered a ping.
     reached: RefCell<BTreeMap<u64, Instant>>,
+    /// The peers a pinger runs for.
+    pingers: RefCell<BTreeSet<u64>>,
     /// A `RaftPeer` per peer, restored once and dropped on failure.
     links: RefCell<BTreeMap<u64, raft_peer::Client>>,
     /// When this member last heard from a leader (followers), for the
     /// staleness of `any` reads.
     leader_contact: Cell<Option<Instant>>,
+    /// When Raft started here: until a first round of pings had time to
+    /// answer, a peer not heard from yet is not counted as lost.
+    started: Instant,
     stopped: Cell<bool>,
 }
 
@@ -441,8 +446,10 @@ impl DirectoryMember {
             raft,
             peers,
             reached: RefCell::new(BTreeMap::new()),
+            pingers: RefCell::new(BTreeSet::new()),
             links: RefCell::new(BTreeMap::new()),
             leader_contact: Cell::new(None),
+            started: vat_env::now(),
             stopped: Cell::new(false),
         });
         *self.inner.running.borrow_mut() = Some(Rc::clone(&running));
@@ -461,20 +468,13 @@ impl DirectoryMember {
     }
 
     fn spawn_tasks(&self, running: &Rc<Running>) {
-        let peers: Vec<(u64, Member)> = running
-            .cluster
-            .voters()
-            .into_iter()
-            .filter(|(id, _)| *id != node_id(&self.inner.vat))
-            .collect();
-        for (id, member) in peers {
-            self.spawn_pinger(running, id, member);
-        }
+        self.sync_pingers(running);
         self.spawn_watchdog(running);
     }
 
     /// Pings one peer every heartbeat; its answers are what "reached" means.
     fn spawn_pinger(&self, running: &Rc<Running>, id: u64, member: Member) {
+        running.pingers.borrow_mut().insert(id);
         let weak = Rc::downgrade(&self.inner);
         let running = Rc::downgrade(running);
         let period = self.inner.timeouts.heartbeat;
@@ -488,10 +488,12 @@ impl DirectoryMember {
                     return;
                 }
                 let me = DirectoryMember { inner };
-                // A member removed from the membership is pinged no more.
+                // A member removed from the membership is pinged no more
+                // (if it comes back, `sync_pingers` starts a new pinger).
                 if !me.membership_nodes(&run).contains_key(&id) {
                     run.reached.borrow_mut().remove(&id);
-                    continue;
+                    run.pingers.borrow_mut().remove(&id);
+                    return;
                 }
                 let answered = me.ping(&run, id, &member).await;
                 if answered {
@@ -542,6 +544,7 @@ impl DirectoryMember {
                     return;
                 }
                 let me = DirectoryMember { inner };
+                me.sync_pingers(&run);
                 let leading = run.raft.metrics().borrow_watched().state == ServerState::Leader;
                 if !leading {
                     without_quorum_since = None;
@@ -616,13 +619,13 @@ impl DirectoryMember {
         let voters = self.voter_ids(running);
         let me = node_id(&self.inner.vat);
         let reached_map = running.reached.borrow();
+        let starting = running.started.elapsed() <= REACH_WINDOW;
         let reached = voters
             .iter()
-            .filter(|id| {
-                **id == me
-                    || reached_map
-                        .get(id)
-                        .is_some_and(|at| at.elapsed() <= REACH_WINDOW)
+            .filter(|id| match reached_map.get(id) {
+                _ if **id == me => true,
+                Some(at) => at.elapsed() <= REACH_WINDOW,
+                None => starting,
             })
             .count() as u32;
         let members = voters.len() as u32;
@@ -1033,7 +1036,7 @@ impl DirectoryMember {
         };
         match result {
             Ok(written) => {
-                self.spawn_new_pingers(&running);
+                self.sync_pingers(&running);
                 Ok(written.log_id.index)
             }
             Err(RaftError::APIError(e)) => {
@@ -1043,16 +1046,12 @@ impl DirectoryMember {
         }
     }
 
-    /// Pingers for members added since the start.
-    fn spawn_new_pingers(&self, running: &Rc<Running>) {
-        let known: BTreeSet<u64> = running.cluster.voters().keys().copied().collect();
+    /// A pinger for every member of the membership (it changes at run
+    /// time; a pinger of a member removed stops pinging it).
+    fn sync_pingers(&self, running: &Rc<Running>) {
         let me = node_id(&self.inner.vat);
         for (id, member) in self.membership_nodes(running) {
-            if id != me && !known.contains(&id) && !running.reached.borrow().contains_key(&id) {
-                running
-                    .reached
-                    .borrow_mut()
-                    .insert(id, vat_env::now() - REACH_WINDOW * 2);
+            if id != me && !running.pingers.borrow().contains(&id) {
                 self.spawn_pinger(running, id, member);
             }
         }

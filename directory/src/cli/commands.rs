@@ -4,17 +4,17 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 
-use capnp::capability::FromClientHook;
-use schema::directory_capnp::directory_member;
-use sturdyrefs::SturdyRef;
-use vat::net::{Identity, Limits};
-use vat::VatHandle;
 use crate::client::{Consistency, Read, WatchEvent};
 use crate::command::FacetKind;
 use crate::convert::{read_outcome, StatusInfo};
 use crate::record::{NameRecord, Record, VatRecord};
 use crate::types::Member;
 use crate::{Cluster, DirectoryClient, DirectoryError, DirectoryToken};
+use capnp::capability::FromClientHook;
+use schema::directory_capnp::directory_member;
+use sturdyrefs::SturdyRef;
+use vat::net::{Identity, Limits};
+use vat::VatHandle;
 
 use super::{As, Command, ReadArgs};
 

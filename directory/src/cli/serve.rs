@@ -4,14 +4,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::member::{RaftTimeouts, MEMBER_KIND};
+use crate::{DirectoryMember, MemberConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use sturdyrefs::{Host, LocationHint, MintOptions};
 use vat::net::tls::TlsListener;
 use vat::net::{Identity, Limits};
 use vat::sturdy::{object_ref, vat_id, Persistence};
 use vat::VatHandle;
-use crate::member::{RaftTimeouts, MEMBER_KIND};
-use crate::{DirectoryMember, MemberConfig};
 
 use super::commands::CliError;
 
