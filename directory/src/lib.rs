@@ -34,6 +34,7 @@ pub mod facet;
 pub mod machine;
 pub mod member;
 pub mod network;
+pub mod operator;
 pub mod peer;
 pub mod record;
 mod runtime;

@@ -6,14 +6,11 @@ use std::path::PathBuf;
 
 use crate::client::{Consistency, Read, WatchEvent};
 use crate::command::FacetKind;
-use crate::convert::{read_outcome, StatusInfo};
+use crate::convert::StatusInfo;
 use crate::record::{NameRecord, Record, VatRecord};
-use crate::types::Member;
-use crate::{Cluster, DirectoryClient, DirectoryError, DirectoryToken};
-use capnp::capability::FromClientHook;
-use schema::directory_capnp::directory_member;
+use crate::{DirectoryClient, DirectoryError, DirectoryToken};
 use sturdyrefs::SturdyRef;
-use vat::net::{Identity, Limits};
+use vat::net::Identity;
 use vat::VatHandle;
 
 use super::{As, Command, ReadArgs};
@@ -33,9 +30,9 @@ pub enum CliError {
     /// A member token is malformed.
     #[error("bad member token: {0}")]
     MemberToken(#[from] sturdyrefs::ParseError),
-    /// Serving failed.
+    /// The member could not start.
     #[error(transparent)]
-    Net(#[from] vat::net::NetError),
+    Serve(#[from] crate::operator::ServeError),
     /// A restore failed.
     #[error(transparent)]
     Restore(#[from] vat::sturdy::RestoreError),
@@ -317,7 +314,7 @@ pub fn run(command: Command) -> Result<(), CliError> {
                 eprintln!("[1/3] reading the cluster's configuration");
                 let cluster = client.cluster().await?;
                 eprintln!("[2/3] {} joins the cluster", member.vat());
-                join(&member, identity.as_ref(), &cluster, false).await?;
+                crate::operator::hand_cluster(&member, identity.as_ref(), &cluster, false).await?;
                 eprintln!("[3/3] adding it: it catches up as a learner, then votes");
                 let hints: Vec<String> = member.hints().iter().map(|h| h.to_string()).collect();
                 Ok(client.add_member(&member.vat().to_string(), &hints).await?)
@@ -344,51 +341,11 @@ fn init(members: Vec<String>, who: As) -> Result<(), CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let identity = identity(&who)?;
     let admin = oneshot(move || async move {
-        let listed: Vec<Member> = tokens
-            .iter()
-            .map(|t| Member {
-                vat: t.vat().to_string(),
-                hints: t.hints().iter().map(|h| h.to_string()).collect(),
-            })
-            .collect();
-        let (cluster, admin) = Cluster::generate(listed)?;
-        let count = tokens.len();
-        for (i, token) in tokens.iter().enumerate() {
-            eprintln!("[{}/{count}] initializing member {}", i + 1, token.vat());
-            join(token, identity.as_ref(), &cluster, true).await?;
-        }
-        let members: Vec<_> = tokens
-            .iter()
-            .map(|t| (*t.vat(), t.hints().to_vec()))
-            .collect();
-        Ok(DirectoryToken::new(&members, &admin)?)
+        let progress =
+            |i, n, vat: &sturdyrefs::VatId| eprintln!("[{i}/{n}] initializing member {vat}");
+        Ok(crate::operator::form_cluster(&tokens, identity.as_ref(), progress).await?)
     })?;
     println!("{admin}");
-    Ok(())
-}
-
-/// Hands `cluster` to the member `token` names: to form it (`initialize`)
-/// or to be added later (`join`).
-async fn join(
-    token: &SturdyRef,
-    identity: Option<&Identity>,
-    cluster: &Cluster,
-    initialize: bool,
-) -> Result<(), CliError> {
-    let (object, _) = vat::sturdy::restore(token, identity, Limits::default()).await?;
-    let member: directory_member::Client = object.cast_to();
-    let outcome = if initialize {
-        let mut call = member.initialize_request();
-        crate::facet::write_cluster(call.get().init_cluster(), cluster);
-        let reply = call.send().promise.await?;
-        read_outcome(reply.get()?.get_outcome()?)
-    } else {
-        let mut call = member.join_request();
-        crate::facet::write_cluster(call.get().init_cluster(), cluster);
-        let reply = call.send().promise.await?;
-        read_outcome(reply.get()?.get_outcome()?)
-    };
-    outcome?;
     Ok(())
 }
 
