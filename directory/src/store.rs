@@ -276,9 +276,7 @@ impl Store {
             last.map(|(_, value)| decode::<Entry>("a log entry", value.value()))
                 .transpose()
         })?;
-        let last_log_id = last
-            .map(|entry| entry.log_id)
-            .or_else(|| last_purged_log_id.clone());
+        let last_log_id = last.map(|entry| entry.log_id).or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -485,7 +483,7 @@ impl StateMachineStore {
     /// The id of the last entry applied (or covered by the installed
     /// snapshot).
     pub fn last_applied(&self) -> Option<LogId> {
-        self.position.borrow().last_applied.clone()
+        self.position.borrow().last_applied
     }
 
     /// The membership last applied.
@@ -521,7 +519,7 @@ impl StateMachineStore {
                 EntryPayload::Membership(ref membership) => {
                     machine.skip(index);
                     position.membership =
-                        StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        StoredMembership::new(Some(entry.log_id), membership.clone());
                     Response::Done { index }
                 }
             };
@@ -550,7 +548,7 @@ impl RaftSnapshotBuilder<Config> for StateMachineStore {
                 })
             })?;
             let meta = SnapshotMeta {
-                last_log_id: position.last_applied.clone(),
+                last_log_id: position.last_applied,
                 last_membership: position.membership.clone(),
             };
             (meta, data)
@@ -571,7 +569,7 @@ impl RaftStateMachine<Config> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), io::Error> {
         let position = self.position.borrow();
-        Ok((position.last_applied.clone(), position.membership.clone()))
+        Ok((position.last_applied, position.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -617,7 +615,7 @@ impl RaftStateMachine<Config> for StateMachineStore {
         *self.machine.borrow_mut() = machine;
         {
             let mut position = self.position.borrow_mut();
-            position.last_applied = meta.last_log_id.clone();
+            position.last_applied = meta.last_log_id;
             position.membership = meta.last_membership.clone();
         }
         self.applied.notify_waiters();
