@@ -47,7 +47,7 @@ pub enum ServeError {
         /// Where.
         addr: SocketAddr,
         /// Why.
-        source: vat::net::NetError,
+        source: Box<vat::net::NetError>,
     },
     /// The directory's database could not be opened.
     #[error("opening {}: {reason}", path.display())]
@@ -95,7 +95,7 @@ pub async fn serve(
         .await
         .map_err(|source| ServeError::Listen {
             addr: listen,
-            source,
+            source: Box::new(source),
         })?;
     let addr = listener.local_addr();
     let hints = if hints.is_empty() {

@@ -32,7 +32,7 @@ pub enum CliError {
     MemberToken(#[from] sturdyrefs::ParseError),
     /// The member could not start.
     #[error(transparent)]
-    Serve(#[from] crate::operator::ServeError),
+    Serve(#[from] Box<crate::operator::ServeError>),
     /// A restore failed.
     #[error(transparent)]
     Restore(#[from] vat::sturdy::RestoreError),

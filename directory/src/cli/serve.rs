@@ -43,7 +43,8 @@ pub fn run(dir: PathBuf, listen: SocketAddr, hints: Vec<LocationHint>) -> Result
         .run_async(move || async move {
             let served =
                 crate::operator::serve(&folder, identity, listen, hints, RaftTimeouts::default())
-                    .await?;
+                    .await
+                    .map_err(Box::new)?;
             Ok::<_, CliError>((served.token.to_string(), served.addr))
         })
         .wait()
