@@ -1,0 +1,206 @@
+//! Leases and watches on a three-member cluster in this process (one vat
+//! per member, real TLS on loopback, redb on disk): a vat that stops
+//! renewing is marked gone after its lease and a watcher of `vats/` is
+//! told; a renewal brings it back; a watch resumed from an index misses
+//! nothing and repeats nothing.
+
+// Test setup failing is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use vat::VatHandle;
+use vat_directory::client::{Consistency, WatchEvent};
+use vat_directory::command::FacetKind;
+use vat_directory::machine::Change;
+use vat_directory::member::RaftTimeouts;
+use vat_directory::record::{NameRecord, Record, VatRecord};
+use vat_directory::{DirectoryClient, DirectoryToken};
+
+/// Generous: the machine may be busy.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn cluster(root: &Path) -> (Vec<VatHandle>, VatHandle, DirectoryToken) {
+    let mut vats = Vec::new();
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let vat = VatHandle::start(format!("member-{i}")).unwrap();
+        let dir = root.join(format!("m{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = vat
+            .block_on(move || async move {
+                let identity = vat::net::Identity::load_or_create(&dir).unwrap();
+                let served = vat_directory::operator::serve(
+                    &dir,
+                    identity,
+                    "127.0.0.1:0".parse().unwrap(),
+                    vec![],
+                    RaftTimeouts::default(),
+                )
+                .await?;
+                Ok::<_, vat_directory::operator::ServeError>(served.token)
+            })
+            .unwrap();
+        tokens.push(token);
+        vats.push(vat);
+    }
+    let client = VatHandle::start("client").unwrap();
+    let admin = client
+        .block_on(move || async move {
+            vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await
+        })
+        .unwrap();
+    (vats, client, admin)
+}
+
+fn vat_record(lease_ms: u64) -> Record {
+    Record::Vat(VatRecord {
+        hints: vec!["127.0.0.1:9".into()],
+        labels: [("zone".to_owned(), "test".to_owned())].into(),
+        lease_ms,
+        expires_at_ms: 0,
+        gone: false,
+    })
+}
+
+fn gone(change: &Change) -> Option<bool> {
+    match &change.record {
+        Some(Record::Vat(vat)) => Some(vat.gone),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_vat_that_stops_renewing_is_marked_gone_and_watchers_are_told() {
+    let root = tempfile::tempdir().unwrap();
+    let (members, client, admin) = cluster(root.path());
+    client
+        .block_on(move || async move {
+            let directory = DirectoryClient::new(admin.clone(), None);
+            let vat = "a".repeat(52);
+            let host = directory
+                .mint_facet(FacetKind::Host { vat: vat.clone() })
+                .await?;
+            let host = DirectoryClient::new(host, None);
+            let key = format!("vats/{vat}");
+            let mut watching = directory.watch("vats/", 0);
+            // The watch starts with the prefix's state (empty).
+            let first = vat_env::timeout(PATIENCE, watching.next()).await.unwrap();
+            assert!(
+                matches!(first, Some(Ok(WatchEvent::Reset { .. }))),
+                "{first:?}"
+            );
+            // Registered with a 3 s lease, renewed for a while: alive.
+            host.put(&key, vat_record(3_000)).await?;
+            for _ in 0..10 {
+                host.renew(&vat).await?;
+                vat_env::sleep(Duration::from_millis(100)).await;
+            }
+            // A host facet writes only its own record.
+            let other = format!("vats/{}", "b".repeat(52));
+            let refused = host.put(&other, vat_record(3_000)).await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(vat_directory::DirectoryError::Refused {
+                        kind: vat_directory::error::RefusalKind::NotPermitted,
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+            // Stops renewing: within its lease and a sweep, it is gone, and
+            // the watcher hears of it after the registration.
+            let mut seen = Vec::new();
+            let deadline = vat_env::now() + PATIENCE;
+            while !seen.iter().any(|c: &Change| gone(c) == Some(true)) {
+                let event = vat_env::timeout_at(deadline, watching.next())
+                    .await
+                    .expect("no change in time");
+                if let Some(Ok(WatchEvent::Changed(changes))) = event {
+                    seen.extend(changes);
+                }
+            }
+            assert_eq!(
+                gone(&seen[0]),
+                Some(false),
+                "the registration comes first: {seen:?}"
+            );
+            let read = directory.get(&key, Consistency::Linearizable).await?;
+            assert!(matches!(read.value.map(|e| e.record), Some(Record::Vat(v)) if v.gone));
+            // A renewal brings it back, and the watcher hears that too.
+            host.renew(&vat).await?;
+            loop {
+                let event = vat_env::timeout_at(deadline, watching.next())
+                    .await
+                    .expect("no change in time");
+                if let Some(Ok(WatchEvent::Changed(changes))) = event {
+                    if changes.iter().any(|c| gone(c) == Some(false)) {
+                        break;
+                    }
+                }
+            }
+            Ok::<_, vat_directory::DirectoryError>(())
+        })
+        .unwrap();
+    let _ = client.stop();
+    for vat in members {
+        let _ = vat.stop();
+    }
+}
+
+#[test]
+fn a_watch_resumed_from_an_index_misses_nothing_and_repeats_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let (members, client, admin) = cluster(root.path());
+    client
+        .block_on(move || async move {
+            let directory = DirectoryClient::new(admin.clone(), None);
+            let name = |n: usize| {
+                Record::Name(NameRecord {
+                    refs: vec![format!("captp://example/{n}")],
+                })
+            };
+            let mut written = Vec::new();
+            for n in 0..5 {
+                written.push(directory.put(&format!("names/w/{n}"), name(n)).await?);
+            }
+            // From the third write's index: the fourth and fifth, in order.
+            let mut watching = directory.watch("names/w/", written[2]);
+            let mut indexes = Vec::new();
+            for n in 5..8 {
+                written.push(directory.put(&format!("names/w/{n}"), name(n)).await?);
+            }
+            directory.delete("names/w/0").await?;
+            let deadline = vat_env::now() + PATIENCE;
+            while indexes.len() < 6 {
+                match vat_env::timeout_at(deadline, watching.next())
+                    .await
+                    .expect("changes in time")
+                {
+                    Some(Ok(WatchEvent::Changed(changes))) => {
+                        indexes.extend(changes.iter().map(|c| c.index))
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let mut expected: Vec<u64> = written[3..].to_vec();
+            let deleted = directory
+                .get("names/w/0", Consistency::Linearizable)
+                .await?;
+            assert!(deleted.value.is_none());
+            expected.push(indexes[5]);
+            assert_eq!(
+                indexes, expected,
+                "every change after the index, once, in log order"
+            );
+            assert!(indexes.windows(2).all(|w| w[0] < w[1]));
+            Ok::<_, vat_directory::DirectoryError>(())
+        })
+        .unwrap();
+    let _ = client.stop();
+    for vat in members {
+        let _ = vat.stop();
+    }
+}
