@@ -181,7 +181,7 @@ pub fn run(command: Command) -> Result<(), CliError> {
                 Some(entry) => println!("{}\t{}\t{}", entry.key, entry.index, show(&entry.record)),
                 None => println!("(no record)"),
             }
-            staleness(&got);
+            staleness(&got, how);
             Ok(())
         }
         Command::List {
@@ -203,7 +203,7 @@ pub fn run(command: Command) -> Result<(), CliError> {
             if got.value.1 {
                 println!("(more: raise --limit or narrow the prefix)");
             }
-            staleness(&got);
+            staleness(&got, how);
             Ok(())
         }
         Command::Watch {
@@ -398,8 +398,11 @@ fn show(record: &Record) -> String {
     }
 }
 
-fn staleness<T>(read: &Read<T>) {
-    if read.staleness_ms > 0 {
+/// An `--any` read says who served it and how stale it may be, even when
+/// that is 0 ms: the reader asked for a possibly stale answer and should
+/// see what it got.
+fn staleness<T>(read: &Read<T>, how: Consistency) {
+    if how == Consistency::Any {
         let age = if read.staleness_ms == u64::MAX {
             "unknown (no leader heard from)".to_owned()
         } else {
