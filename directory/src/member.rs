@@ -202,8 +202,9 @@ struct Running {
     peers: PeerService<StateMachineStore>,
     /// When each peer last answered a ping.
     reached: RefCell<BTreeMap<u64, Instant>>,
-    /// The peers a pinger runs for.
-    pingers: RefCell<BTreeSet<u64>>,
+    /// The peers a pinger runs for: every member the membership has named
+    /// since the start, whoever added it.
+    pinging: RefCell<BTreeSet<u64>>,
     /// A `RaftPeer` per peer, restored once and dropped on failure.
     links: RefCell<BTreeMap<u64, raft_peer::Client>>,
     /// When this member last heard from a leader (followers), for the
@@ -446,7 +447,7 @@ impl DirectoryMember {
             raft,
             peers,
             reached: RefCell::new(BTreeMap::new()),
-            pingers: RefCell::new(BTreeSet::new()),
+            pinging: RefCell::new(BTreeSet::new()),
             links: RefCell::new(BTreeMap::new()),
             leader_contact: Cell::new(None),
             started: vat_env::now(),
@@ -468,13 +469,31 @@ impl DirectoryMember {
     }
 
     fn spawn_tasks(&self, running: &Rc<Running>) {
-        self.sync_pingers(running);
+        for id in running.cluster.voters().into_keys() {
+            self.spawn_pinger(running, id);
+        }
+        self.ping_membership(running);
         self.spawn_watchdog(running);
     }
 
+    /// Pingers for the members the membership names that have none yet:
+    /// those added since the cluster formed, by whichever member led then,
+    /// and, on a restart, those the stored first configuration lacks.
+    /// Without them this member would count too few reached voters and
+    /// refuse with `NoQuorum` (or, leading, step down) in a cluster that
+    /// has a quorum.
+    fn ping_membership(&self, running: &Rc<Running>) {
+        for id in self.membership_nodes(running).into_keys() {
+            self.spawn_pinger(running, id);
+        }
+    }
+
     /// Pings one peer every heartbeat; its answers are what "reached" means.
-    fn spawn_pinger(&self, running: &Rc<Running>, id: u64, member: Member) {
-        running.pingers.borrow_mut().insert(id);
+    /// One pinger per peer: does nothing for itself or a peer it pings.
+    fn spawn_pinger(&self, running: &Rc<Running>, id: u64) {
+        if id == node_id(&self.inner.vat) || !running.pinging.borrow_mut().insert(id) {
+            return;
+        }
         let weak = Rc::downgrade(&self.inner);
         let running = Rc::downgrade(running);
         let period = self.inner.timeouts.heartbeat;
@@ -489,12 +508,11 @@ impl DirectoryMember {
                 }
                 let me = DirectoryMember { inner };
                 // A member removed from the membership is pinged no more
-                // (if it comes back, `sync_pingers` starts a new pinger).
-                if !me.membership_nodes(&run).contains_key(&id) {
+                // (until it is added again, perhaps with other hints).
+                let Some(member) = me.membership_nodes(&run).remove(&id) else {
                     run.reached.borrow_mut().remove(&id);
-                    run.pingers.borrow_mut().remove(&id);
-                    return;
-                }
+                    continue;
+                };
                 let answered = me.ping(&run, id, &member).await;
                 if answered {
                     run.reached.borrow_mut().insert(id, vat_env::now());
@@ -544,7 +562,8 @@ impl DirectoryMember {
                     return;
                 }
                 let me = DirectoryMember { inner };
-                me.sync_pingers(&run);
+                // A membership change this member learnt from the log.
+                me.ping_membership(&run);
                 let leading = run.raft.metrics().borrow_watched().state == ServerState::Leader;
                 if !leading {
                     without_quorum_since = None;
@@ -1036,24 +1055,13 @@ impl DirectoryMember {
         };
         match result {
             Ok(written) => {
-                self.sync_pingers(&running);
+                self.ping_membership(&running);
                 Ok(written.log_id.index)
             }
             Err(RaftError::APIError(e)) => {
                 Err(not_leader(&e).unwrap_or_else(|| ForwardError::Refused(e.to_string())))
             }
             Err(e) => Err(ForwardError::Unavailable(e.to_string())),
-        }
-    }
-
-    /// A pinger for every member of the membership (it changes at run
-    /// time; a pinger of a member removed stops pinging it).
-    fn sync_pingers(&self, running: &Rc<Running>) {
-        let me = node_id(&self.inner.vat);
-        for (id, member) in self.membership_nodes(running) {
-            if id != me && !running.pingers.borrow().contains(&id) {
-                self.spawn_pinger(running, id, member);
-            }
         }
     }
 
