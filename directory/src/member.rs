@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capnp::capability::FromClientHook;
-use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::error::{
+    ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError,
+};
 use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 use schema::directory_capnp::{directory, directory_member, raft_peer};
@@ -1022,6 +1024,12 @@ impl DirectoryMember {
             ClientWriteError::ForwardToLeader(to) => Some(ForwardError::NotLeader {
                 leader: to.leader_id,
             }),
+            // Another change (a new leader's first, the learner just
+            // added) is not committed yet: one can try again shortly, the
+            // request is not at fault.
+            ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)) => {
+                Some(ForwardError::Unavailable(e.to_string()))
+            }
             _ => None,
         };
         let raft = &running.raft;
