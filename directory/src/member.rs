@@ -22,9 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capnp::capability::FromClientHook;
-use openraft::error::{
-    ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError,
-};
+use openraft::error::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 use schema::directory_capnp::{directory, directory_member, raft_peer};

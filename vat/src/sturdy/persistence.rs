@@ -370,7 +370,7 @@ impl Persistence {
                     Refusal::Unknown,
                     ErrorKind::UnknownToken,
                     "no such token: this vat never minted it for this caller",
-                )
+                );
             }
             Lookup::Revoked => {
                 // A single-use token is revoked as it is used: say which.

@@ -157,7 +157,9 @@ pub enum CliError {
     #[error("{0}")]
     BadCall(String),
     /// A companion program (`vat-directory`) could not be started.
-    #[error("cannot run {program} (it is installed beside vat, from the vat-directory crate): {source}")]
+    #[error(
+        "cannot run {program} (it is installed beside vat, from the vat-directory crate): {source}"
+    )]
     Companion {
         /// The program.
         program: String,
