@@ -122,6 +122,20 @@ impl directory::Server for Facet {
                 return Err(not_permitted());
             }
             let record = convert::read_record(params.get_record().map_err(bad)?).map_err(bad)?;
+            // Refused here as well as when applied, so an oversized record
+            // never reaches the log.
+            let size = record.encoded_len();
+            if size > crate::record::MAX_RECORD_BYTES {
+                return Err(DirectoryError::Refused {
+                    kind: RefusalKind::TooLarge,
+                    limit: Some(crate::record::MAX_RECORD_BYTES as u64),
+                    size: Some(size as u64),
+                    message: format!(
+                        "the record is {size} bytes encoded; at most {} are allowed",
+                        crate::record::MAX_RECORD_BYTES
+                    ),
+                });
+            }
             let request =
                 self.request(params.get_request().map_err(bad)?, Op::Put { key, record })?;
             self.member.write(request).await
