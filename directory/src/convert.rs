@@ -261,7 +261,8 @@ pub fn refusal(refusal: &Refusal) -> DirectoryError {
 /// A member's view of the cluster, as `status` reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatusInfo {
-    /// The leader's vat id, if one is known.
+    /// The leader's vat id, if one is known (never the answering member
+    /// while it reaches no quorum: it cannot act as one).
     pub leader: Option<String>,
     /// The current term.
     pub term: u64,

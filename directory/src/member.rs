@@ -11,9 +11,13 @@
 //!
 //! A member counts a peer *reached* when a ping over their connection was
 //! answered within the last [`REACH_WINDOW`]. A leader that reaches no
-//! quorum for an election timeout steps down; a follower whose connection
-//! to the leader breaks starts a pre-vote at once instead of waiting for its
-//! election timeout (a killed leader's sockets close at once).
+//! quorum stops acting as one: it refuses writes and reads with `NoQuorum`,
+//! and its status names no leader. (openraft keeps it in the Leader state,
+//! refusing proposals once its lease lapses, until it hears of a newer
+//! term: as soon as it reaches a member of the new quorum.) A follower
+//! whose connection to the leader breaks starts a pre-vote at once instead
+//! of waiting for its election timeout (a killed leader's sockets close at
+//! once).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -544,14 +548,17 @@ impl DirectoryMember {
         }
     }
 
-    /// A leader that reaches no quorum for an election timeout steps down;
-    /// the leader sweeps lapsed leases.
+    /// The leader sweeps lapsed leases while it reaches a quorum, and says
+    /// when it stops and starts reaching one.
     fn spawn_watchdog(&self, running: &Rc<Running>) {
         let weak = Rc::downgrade(&self.inner);
         let running = Rc::downgrade(running);
         let timeouts = self.inner.timeouts;
         vat_env::spawn(async move {
-            let mut without_quorum_since: Option<Instant> = None;
+            // Since when the leader reaches no quorum, and whether it said
+            // so: only once that lasts an election timeout, so that a new
+            // leader whose first pings are under way says nothing.
+            let mut without_quorum: Option<(Instant, bool)> = None;
             let mut last_sweep = vat_env::now();
             loop {
                 vat_env::sleep(timeouts.heartbeat).await;
@@ -566,21 +573,29 @@ impl DirectoryMember {
                 me.ping_membership(&run);
                 let leading = run.raft.metrics().borrow_watched().state == ServerState::Leader;
                 if !leading {
-                    without_quorum_since = None;
+                    without_quorum = None;
                     continue;
                 }
+                // openraft ignores an election triggered on a leader: one
+                // without a quorum stays Leader until it hears of a newer
+                // term, so it cannot step down; what makes it no leader to
+                // clients is `acting_leader` and the quorum check of every
+                // write and read.
                 match me.quorum(&run) {
-                    Ok(()) => without_quorum_since = None,
+                    Ok(()) => {
+                        if let Some((_, true)) = without_quorum.take() {
+                            tracing::info!("leader reaches a quorum again");
+                        }
+                    }
                     Err(DirectoryError::NoQuorum { reached, members }) => {
-                        let since = *without_quorum_since.get_or_insert_with(vat_env::now);
-                        if since.elapsed() >= timeouts.election_max {
+                        let (since, said) = without_quorum.get_or_insert((vat_env::now(), false));
+                        if !*said && since.elapsed() >= timeouts.election_max {
                             tracing::warn!(
                                 reached,
                                 members,
-                                "leader reaches no quorum: stepping down"
+                                "leader reaches no quorum: refusing writes and reads until it does"
                             );
-                            let _ = run.raft.trigger().elect(false).await;
-                            without_quorum_since = None;
+                            *said = true;
                         }
                         continue;
                     }
@@ -631,6 +646,17 @@ impl DirectoryMember {
         let metrics = running.raft.metrics();
         let metrics = metrics.borrow_watched();
         metrics.membership_config.membership().voter_ids().collect()
+    }
+
+    /// The leader as far as clients may rely on it: whom openraft names,
+    /// except this member itself while it reaches no quorum (it cannot
+    /// commit, and refuses every write and read).
+    fn acting_leader(&self, running: &Running) -> Option<u64> {
+        let leader = running.raft.metrics().borrow_watched().current_leader;
+        match leader {
+            Some(id) if id == node_id(&self.inner.vat) && self.quorum(running).is_err() => None,
+            other => other,
+        }
     }
 
     /// Whether this member reaches a quorum of voters, itself included.
@@ -1074,6 +1100,8 @@ impl DirectoryMember {
     /// What this member knows of the cluster.
     pub fn status(&self) -> Result<StatusInfo, DirectoryError> {
         let running = self.ready()?;
+        // Before the metrics are borrowed below: it borrows them too.
+        let acting_leader = self.acting_leader(&running);
         let metrics = running.raft.metrics();
         let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
@@ -1103,9 +1131,7 @@ impl DirectoryMember {
                 }
             })
             .collect();
-        let leader = metrics
-            .current_leader
-            .and_then(|id| membership.get_node(&id).map(|m| m.vat.clone()));
+        let leader = acting_leader.and_then(|id| membership.get_node(&id).map(|m| m.vat.clone()));
         Ok(StatusInfo {
             leader,
             term: metrics.current_term,
