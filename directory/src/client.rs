@@ -86,6 +86,16 @@ pub enum WatchEvent {
     },
 }
 
+/// What a call does, which decides what its error may say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// It only reads: an attempt that got no answer changed nothing.
+    Reads,
+    /// It writes: an attempt that got no answer may have been applied, and
+    /// the call's error must not say it was not.
+    Writes,
+}
+
 /// How long a call keeps trying members before it answers `Unavailable`.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -236,7 +246,7 @@ impl DirectoryClient {
 
     /// Runs `call` at the member in use, moving to the next member when it
     /// is unreachable or has no leader, until the deadline.
-    async fn with_member<T, F, Fut>(&self, call: F) -> Result<T, DirectoryError>
+    async fn with_member<T, F, Fut>(&self, effect: Effect, call: F) -> Result<T, DirectoryError>
     where
         F: Fn(directory::Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, DirectoryError>>,
@@ -245,6 +255,13 @@ impl DirectoryClient {
         let mut skip = None;
         let mut backoff = Duration::from_millis(10);
         let mut no_quorum_seen = 0usize;
+        // Whether a write's attempt reached a member and got no answer: it
+        // may have been applied.
+        let mut in_doubt = false;
+        let settle = |error: DirectoryError, in_doubt: bool| match effect {
+            Effect::Writes => error.for_write(in_doubt),
+            Effect::Reads => error,
+        };
         loop {
             let attempt = match self.facet(skip).await {
                 Ok((index, facet)) => (Some(index), call(facet).await),
@@ -261,17 +278,20 @@ impl DirectoryClient {
                     // Another member may be on the majority's side.
                     no_quorum_seen += 1;
                     if self.inner.pinned.is_some() || no_quorum_seen >= members {
-                        return Err(error);
+                        return Err(settle(error, in_doubt));
                     }
                 }
-                _ => {}
+                DirectoryError::Unavailable { .. } | DirectoryError::Call(_) => {
+                    in_doubt |= index.is_some();
+                }
+                DirectoryError::NotInitialized => {}
             }
             if vat_env::now() >= deadline {
                 return Err(match error {
                     DirectoryError::Call(e) => DirectoryError::Unavailable {
                         reason: e.to_string(),
                     },
-                    other => other,
+                    other => settle(other, in_doubt),
                 });
             }
             *self.inner.current.borrow_mut() = None;
@@ -299,7 +319,7 @@ impl DirectoryClient {
     pub async fn put(&self, key: &str, record: Record) -> Result<u64, DirectoryError> {
         let (serial, _) = self.take_serial();
         let result = self
-            .with_member(|facet| {
+            .with_member(Effect::Writes, |facet| {
                 let record = record.clone();
                 async move {
                     let mut call = facet.put_request();
@@ -326,7 +346,7 @@ impl DirectoryClient {
     pub async fn delete(&self, key: &str) -> Result<u64, DirectoryError> {
         let (serial, _) = self.take_serial();
         let result = self
-            .with_member(|facet| async move {
+            .with_member(Effect::Writes, |facet| async move {
                 let mut call = facet.delete_request();
                 let mut params = call.get();
                 params.set_key(key);
@@ -349,7 +369,7 @@ impl DirectoryClient {
     pub async fn renew(&self, vat: &str) -> Result<u64, DirectoryError> {
         let (serial, _) = self.take_serial();
         let result = self
-            .with_member(|facet| async move {
+            .with_member(Effect::Writes, |facet| async move {
                 let mut call = facet.renew_request();
                 let mut params = call.get();
                 params.set_vat(vat);
@@ -392,7 +412,7 @@ impl DirectoryClient {
         key: &str,
         consistency: Consistency,
     ) -> Result<Read<Option<Entry>>, DirectoryError> {
-        self.with_member(|facet| async move {
+        self.with_member(Effect::Reads, |facet| async move {
             let mut call = facet.get_request();
             call.get().set_key(key);
             call.get().set_consistency(wire_consistency(consistency));
@@ -421,7 +441,7 @@ impl DirectoryClient {
         consistency: Consistency,
         limit: u32,
     ) -> Result<Read<(Vec<Entry>, bool)>, DirectoryError> {
-        self.with_member(|facet| async move {
+        self.with_member(Effect::Reads, |facet| async move {
             let mut call = facet.list_request();
             call.get().set_prefix(prefix);
             call.get().set_consistency(wire_consistency(consistency));
@@ -443,7 +463,7 @@ impl DirectoryClient {
     /// learns the current members from it, for later calls.
     pub async fn status(&self) -> Result<StatusInfo, DirectoryError> {
         let status = self
-            .with_member(|facet| async move {
+            .with_member(Effect::Reads, |facet| async move {
                 let reply = facet
                     .status_request()
                     .send()
@@ -486,7 +506,7 @@ impl DirectoryClient {
     pub async fn mint_facet(&self, kind: FacetKind) -> Result<DirectoryToken, DirectoryError> {
         let (serial, _) = self.take_serial();
         let result = self
-            .with_member(|facet| {
+            .with_member(Effect::Writes, |facet| {
                 let kind = kind.clone();
                 async move {
                     let mut call = facet.mint_facet_request();
@@ -513,7 +533,7 @@ impl DirectoryClient {
         let (serial, _) = self.take_serial();
         let text = token.to_string();
         let result = self
-            .with_member(|facet| {
+            .with_member(Effect::Writes, |facet| {
                 let text = text.clone();
                 async move {
                     let mut call = facet.revoke_facet_request();
@@ -538,7 +558,7 @@ impl DirectoryClient {
     /// The vat must have joined the cluster first (`DirectoryMember.join`
     /// with [`DirectoryClient::cluster`]).
     pub async fn add_member(&self, vat: &str, hints: &[String]) -> Result<u64, DirectoryError> {
-        self.with_member(|facet| async move {
+        self.with_member(Effect::Writes, |facet| async move {
             let mut call = facet.add_member_request();
             call.get().set_vat(vat);
             let mut list = call.get().init_hints(hints.len() as u32);
@@ -560,7 +580,7 @@ impl DirectoryClient {
 
     /// Admin: removes a voter.
     pub async fn remove_member(&self, vat: &str) -> Result<u64, DirectoryError> {
-        self.with_member(|facet| async move {
+        self.with_member(Effect::Writes, |facet| async move {
             let mut call = facet.remove_member_request();
             call.get().set_vat(vat);
             let reply = call.send().promise.await.map_err(call_error)?;
@@ -578,7 +598,7 @@ impl DirectoryClient {
 
     /// Admin: the cluster's configuration, for a new member to join.
     pub async fn cluster(&self) -> Result<crate::Cluster, DirectoryError> {
-        self.with_member(|facet| async move {
+        self.with_member(Effect::Reads, |facet| async move {
             let reply = facet
                 .cluster_request()
                 .send()
@@ -607,7 +627,7 @@ impl DirectoryClient {
                 let (events, mut raw) = mpsc::channel(16);
                 let watcher: watcher::Client = vat::export(Sink { events });
                 let started = client
-                    .with_member(|facet| {
+                    .with_member(Effect::Reads, |facet| {
                         let watcher = watcher.clone();
                         let prefix = prefix.clone();
                         async move {

@@ -8,7 +8,9 @@ use crate::token::DirectoryTokenError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {
     /// The member that answered reaches fewer members than a quorum: it
-    /// refuses writes and linearizable reads at once.
+    /// refuses writes and linearizable reads at once. A write answered so
+    /// was not applied (a write an earlier attempt of which got no answer
+    /// fails as [`Unavailable`](DirectoryError::Unavailable) instead).
     #[error("no quorum: this member reaches {reached} of {members} members")]
     NoQuorum {
         /// Members it reaches, itself included.
@@ -48,6 +50,21 @@ pub enum DirectoryError {
 }
 
 impl DirectoryError {
+    /// This error as the final answer to a write: if an earlier attempt
+    /// got no answer (`in_doubt`), it may have been applied, and
+    /// `NoQuorum`, which says it was not, becomes `Unavailable`, which says
+    /// it may have been.
+    pub(crate) fn for_write(self, in_doubt: bool) -> DirectoryError {
+        match self {
+            DirectoryError::NoQuorum { .. } if in_doubt => DirectoryError::Unavailable {
+                reason: format!(
+                    "{self}, after an attempt that got no answer: the write may have been applied"
+                ),
+            },
+            other => other,
+        }
+    }
+
     /// Whether the same call may simply be made again: always for reads;
     /// for writes, with the same request id (the client does that).
     pub fn retry_is_safe(&self) -> bool {

@@ -719,8 +719,11 @@ impl DirectoryMember {
         let running = self.ready()?;
         let deadline = vat_env::now() + LEADER_WAIT;
         let mut last;
+        // Whether an attempt got no answer: it may have been applied, and
+        // the write's error must not say it was not.
+        let mut in_doubt = false;
         loop {
-            self.quorum(&running)?;
+            self.quorum(&running).map_err(|e| e.for_write(in_doubt))?;
             let leader = running.raft.metrics().borrow_watched().current_leader;
             let me = node_id(&self.inner.vat);
             let answer = match leader {
@@ -741,9 +744,12 @@ impl DirectoryMember {
                 }
                 Ok(Response::Refused(refusal)) => return Err(convert::refusal(&refusal)),
                 Err(ForwardError::NoQuorum { reached, members }) => {
-                    return Err(DirectoryError::NoQuorum { reached, members })
+                    return Err(DirectoryError::NoQuorum { reached, members }.for_write(in_doubt))
                 }
-                Err(other) => last = other.to_string(),
+                Err(other) => {
+                    in_doubt |= matches!(other, ForwardError::Unavailable(_));
+                    last = other.to_string();
+                }
             }
             if vat_env::now() >= deadline {
                 return Err(DirectoryError::Unavailable { reason: last });
@@ -957,8 +963,11 @@ impl DirectoryMember {
         let running = self.ready()?;
         let deadline = vat_env::now() + LEADER_WAIT;
         let mut last;
+        // Whether an attempt got no answer: it may have been applied, and
+        // the write's error must not say it was not.
+        let mut in_doubt = false;
         loop {
-            self.quorum(&running)?;
+            self.quorum(&running).map_err(|e| e.for_write(in_doubt))?;
             let leader = running.raft.metrics().borrow_watched().current_leader;
             let me = node_id(&self.inner.vat);
             let answer = match leader {
@@ -978,7 +987,7 @@ impl DirectoryMember {
                     })
                 }
                 Err(ForwardError::NoQuorum { reached, members }) => {
-                    return Err(DirectoryError::NoQuorum { reached, members })
+                    return Err(DirectoryError::NoQuorum { reached, members }.for_write(in_doubt))
                 }
                 Err(ForwardError::Refused(message)) => {
                     return Err(DirectoryError::Refused {
@@ -988,7 +997,10 @@ impl DirectoryMember {
                         message,
                     })
                 }
-                Err(other) => last = other.to_string(),
+                Err(other) => {
+                    in_doubt |= matches!(other, ForwardError::Unavailable(_));
+                    last = other.to_string();
+                }
             }
             if vat_env::now() >= deadline {
                 return Err(DirectoryError::Unavailable { reason: last });

@@ -430,3 +430,51 @@ fn an_isolated_leader_stops_leading_the_others_elect_and_it_catches_up() {
         )
     });
 }
+
+#[test]
+fn a_write_cut_off_in_flight_is_never_answered_as_refused_for_want_of_a_quorum() {
+    let lan = Lan::new(&[1, 2]);
+    let data = tempfile::tempdir().unwrap();
+    let (members, admin) = cluster(&lan, data.path());
+    put(&lan, 0, &admin, "names/before", None).expect_ok("a write before the cut");
+    let leader_vat = poll("a leader", || {
+        leader_seen_by(&lan, 0, &admin, 0)?.ok_or_else(|| "no leader".to_owned())
+    });
+    let follower = members.iter().position(|m| m.vat != leader_vat).unwrap();
+
+    // Cut the follower off and write through it at once: it forwards the
+    // write to the leader before it notices it reaches no quorum, and the
+    // forward waits in its connection, unanswered, to be delivered when
+    // the cable is back.
+    lan.isolate(follower);
+    let cut_off = put(&lan, follower, &admin, "names/cut-off", Some(follower));
+    assert!(
+        !cut_off.ok,
+        "a cut-off member committed a write: {cut_off:?}"
+    );
+    lan.rejoin(follower);
+
+    // A write after it through the same member travels behind it.
+    poll("a write through the follower after the rejoin", || {
+        let out = put(&lan, follower, &admin, "names/after", Some(follower));
+        seen(out.ok, &out)
+    });
+    let rows = poll("all three members show the same records", || {
+        let views: Vec<Vec<Row>> = (0..members.len())
+            .map(|i| records(&lan, i, &admin))
+            .collect::<Result<_, _>>()?;
+        let first = &views[0];
+        let complete = first.iter().any(|(k, _, _)| k == "names/after");
+        seen(complete && views.iter().all(|v| v == first), &views)?;
+        Ok(first.clone())
+    });
+    let applied = rows.iter().any(|(k, _, _)| k == "names/cut-off");
+    let failure = cut_off.failure().unwrap_or_default();
+    println!("the cut-off write was applied: {applied}; its answer: {failure}");
+    // `NoQuorum` says the write was not applied: it must not answer one
+    // that may have been.
+    assert!(
+        !(applied && failure.starts_with("no quorum")),
+        "the write was applied, yet answered as refused for want of a quorum: {failure}"
+    );
+}
