@@ -272,6 +272,8 @@ pub struct StatusInfo {
     pub applied_index: u64,
     /// The member that answered.
     pub served_by: String,
+    /// Its role: `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
     /// Every member in the membership.
     pub members: Vec<MemberInfo>,
 }
@@ -301,6 +303,7 @@ pub fn write_status(mut builder: status::Builder<'_>, info: &StatusInfo) {
     builder.set_commit_index(info.commit_index);
     builder.set_applied_index(info.applied_index);
     builder.set_served_by(info.served_by.as_str());
+    builder.set_role(info.role.as_str());
     let mut members = builder.init_members(info.members.len() as u32);
     for (i, member) in info.members.iter().enumerate() {
         let mut out = members.reborrow().get(i as u32);
@@ -336,6 +339,7 @@ pub fn read_status(reader: status::Reader<'_>) -> capnp::Result<StatusInfo> {
         commit_index: reader.get_commit_index(),
         applied_index: reader.get_applied_index(),
         served_by: reader.get_served_by()?.to_string()?,
+        role: reader.get_role()?.to_string()?,
         members,
     })
 }

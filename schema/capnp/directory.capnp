@@ -162,6 +162,7 @@ struct Status {
   appliedIndex @3 :UInt64;
   servedBy @4 :Text;
   members @5 :List(MemberStatus);
+  role @6 :Text;          # the answering member's: leader, follower, candidate, learner
 }
 
 struct MemberStatus {

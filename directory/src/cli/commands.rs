@@ -423,7 +423,7 @@ fn print_status(status: &StatusInfo) {
     println!("term     {}", status.term);
     println!("commit   {}", status.commit_index);
     println!("applied  {}", status.applied_index);
-    println!("answered {}", status.served_by);
+    println!("answered {} ({})", status.served_by, status.role);
     println!("members:");
     for member in &status.members {
         println!(
