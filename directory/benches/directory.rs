@@ -156,12 +156,16 @@ fn failover() {
             .unwrap();
         gaps.push((first - killed_at).as_secs_f64() * 1000.0);
         members[victim].restart();
+        // Back: the restarted member answers, follows a leader and
+        // reaches everyone.
         let check = admin.clone();
         wait_for(|| {
             let check = check.clone();
             client_vat
-                .block_on(move || async move { DirectoryClient::new(check, None).status().await })
-                .is_ok_and(|s| s.members.iter().all(|m| m.reachable && m.lag < 100))
+                .block_on(move || async move {
+                    DirectoryClient::pinned(check, None, victim).status().await
+                })
+                .is_ok_and(|s| s.leader.is_some() && s.members.iter().all(|m| m.reachable))
         });
     }
     stop.store(true, Ordering::Relaxed);
