@@ -22,6 +22,7 @@
 //! - [`facet`]: the `Directory` interface as each facet serves it.
 //! - [`client`]: a client holding a token: finds a member that answers,
 //!   retries with the same request id.
+//! - [`watch`]: openraft's watch channel, waking in one order in every run.
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +42,7 @@ mod runtime;
 pub mod store;
 pub mod token;
 pub mod types;
+pub mod watch;
 
 pub use client::DirectoryClient;
 pub use error::DirectoryError;

@@ -1,7 +1,8 @@
 //! openraft's async runtime for a vat: tokio's, on the vat's `LocalSet`
 //! (openraft's `single-threaded` feature), with its randomness (election
-//! timeouts) drawn from the vat's environment, so a simulated federation
-//! replays the same elections from the same seed.
+//! timeouts) drawn from the vat's environment and a watch channel that wakes
+//! its waiters in one order ([`crate::watch`]), so a simulated federation
+//! replays the same elections and the same messages from the same seed.
 
 use std::future::Future;
 use std::time::Duration;
@@ -41,7 +42,7 @@ impl AsyncRuntime for VatRuntime {
         <TokioRuntime as AsyncRuntime>::Timeout<R, T>;
     type ThreadLocalRng = SmallRng;
     type Mpsc = <TokioRuntime as AsyncRuntime>::Mpsc;
-    type Watch = <TokioRuntime as AsyncRuntime>::Watch;
+    type Watch = crate::watch::VatWatch;
     type Oneshot = <TokioRuntime as AsyncRuntime>::Oneshot;
     type Mutex<T: OptionalSend + 'static> = <TokioRuntime as AsyncRuntime>::Mutex<T>;
 
