@@ -574,6 +574,10 @@ impl VatContext {
         let listener = self.listen(port)?;
         persistence.set_hints(vec![hint]);
         let ours = self.identity.public_key();
+        // At once, not at the first accept: a connection this vat dials
+        // before then would otherwise offer the vat dialled no gateway, and
+        // that vat would restore this one's tokens over it in vain.
+        persistence.offer_gateway(ours);
         let persistence = persistence.clone();
         vat_env::spawn(async move {
             while let Ok((stream, accepted)) = listener.accept().await {

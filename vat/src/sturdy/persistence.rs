@@ -645,6 +645,19 @@ impl Persistence {
         })
     }
 
+    /// Offers this gateway, from now on, on every connection the vat dials
+    /// proving `ours`: a vat that serves must do so before it first dials,
+    /// or the vats it dials keep a connection on which it offers nothing
+    /// for their restores of its tokens ([`serve`](Persistence::serve) and
+    /// [`serve_authenticated`](Persistence::serve_authenticated) call it).
+    pub fn offer_gateway(&self, ours: captp::PublicKey) {
+        let weak = Rc::downgrade(&self.inner);
+        super::sessions::offer_gateway(ours, move |peer| {
+            let inner = weak.upgrade()?;
+            Some(Persistence { inner }.gateway(Some(peer)).client)
+        });
+    }
+
     /// Serves the gateway to every caller of `listener`, each with the key
     /// it proved.
     ///
@@ -655,11 +668,7 @@ impl Persistence {
     /// listener's key offer this gateway to the vat dialled.
     pub fn serve(&self, listener: TlsListener, limits: Limits) {
         let ours = listener.public_key();
-        let weak = Rc::downgrade(&self.inner);
-        super::sessions::offer_gateway(ours, move |peer| {
-            let inner = weak.upgrade()?;
-            Some(Persistence { inner }.gateway(Some(peer)).client)
-        });
+        self.offer_gateway(ours);
         let persistence = self.clone();
         listener.serve_with(
             move |caller| Some(persistence.gateway(caller.map(vat_id)).client),
@@ -683,11 +692,7 @@ impl Persistence {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 'static,
     {
-        let weak = Rc::downgrade(&self.inner);
-        super::sessions::offer_gateway(ours, move |peer| {
-            let inner = weak.upgrade()?;
-            Some(Persistence { inner }.gateway(Some(peer)).client)
-        });
+        self.offer_gateway(ours);
         let bootstrap = self.gateway(caller.map(vat_id)).client;
         let connection = captp::Connection::open_authenticated(
             stream,
