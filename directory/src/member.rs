@@ -400,8 +400,8 @@ impl DirectoryMember {
         self.start_raft(cluster, initialize).await
     }
 
-    /// Starts Raft on the member's stores for `cluster` (again, after a
-    /// step-down), with the tasks that ping peers and watch the quorum.
+    /// Starts Raft on the member's stores for `cluster`, with the tasks
+    /// that ping peers and watch the quorum.
     async fn start_raft(&self, cluster: Cluster, initialize: bool) -> Result<(), DirectoryError> {
         let unavailable = |reason: String| DirectoryError::Unavailable { reason };
         let timeouts = self.inner.timeouts;
@@ -411,9 +411,6 @@ impl DirectoryMember {
             election_timeout_min: timeouts.election_min.as_millis() as u64,
             election_timeout_max: timeouts.election_max.as_millis() as u64,
             enable_pre_vote: Some(true),
-            // A leader restarted (after a crash, or to step down) comes back
-            // a follower and is elected again only with a quorum.
-            enable_leader_restore: Some(false),
             // Snapshots keep a restart's replay short; the logs kept
             // behind one let a follower that lags a little catch up
             // without a snapshot.
@@ -567,9 +564,10 @@ impl DirectoryMember {
         let running = Rc::downgrade(running);
         let timeouts = self.inner.timeouts;
         vat_env::spawn(async move {
-            // Since when the leader reaches no quorum: once that lasts an
-            // election timeout, it steps down.
-            let mut without_quorum: Option<Instant> = None;
+            // Since when the leader reaches no quorum, and whether it said
+            // so: only once that lasts an election timeout, so that a new
+            // leader whose first pings are under way says nothing.
+            let mut without_quorum: Option<(Instant, bool)> = None;
             let mut last_sweep = vat_env::now();
             loop {
                 vat_env::sleep(timeouts.heartbeat).await;
@@ -587,23 +585,26 @@ impl DirectoryMember {
                     without_quorum = None;
                     continue;
                 }
-                // Until it steps down, what makes a leader without a quorum
-                // no leader to clients is `acting_leader` and the quorum
-                // check of every write and read.
+                // openraft ignores an election triggered on a leader: one
+                // without a quorum stays Leader until it hears of a newer
+                // term. What makes it no leader to clients is
+                // `acting_leader` and the quorum check of every write and
+                // read.
                 match me.quorum(&run) {
-                    Ok(()) => without_quorum = None,
+                    Ok(()) => {
+                        if let Some((_, true)) = without_quorum.take() {
+                            tracing::info!("leader reaches a quorum again");
+                        }
+                    }
                     Err(DirectoryError::NoQuorum { reached, members }) => {
-                        let since = *without_quorum.get_or_insert_with(vat_env::now);
-                        if since.elapsed() >= timeouts.election_max {
+                        let (since, said) = without_quorum.get_or_insert((vat_env::now(), false));
+                        if !*said && since.elapsed() >= timeouts.election_max {
                             tracing::warn!(
                                 reached,
                                 members,
-                                "leader reaches no quorum for an election timeout: stepping down"
+                                "leader reaches no quorum: refusing writes and reads until it does"
                             );
-                            if let Err(error) = me.step_down(&run).await {
-                                tracing::error!(%error, "restarting Raft to step down failed");
-                            }
-                            return;
+                            *said = true;
                         }
                         continue;
                     }
@@ -623,19 +624,6 @@ impl DirectoryMember {
                 }
             }
         });
-    }
-
-    /// Steps down from leading: openraft keeps a leader a leader until it
-    /// hears of a newer term (an election triggered on a leader is
-    /// ignored), so the member restarts its Raft node on the same stores,
-    /// which comes back a follower, and campaigns only by pre-vote, which
-    /// it cannot win without a quorum.
-    async fn step_down(&self, old: &Rc<Running>) -> Result<(), DirectoryError> {
-        old.stopped.set(true);
-        let _ = old.raft.shutdown().await;
-        let cluster = old.cluster.clone();
-        *self.inner.running.borrow_mut() = None;
-        self.start_raft(cluster, false).await
     }
 
     fn own_request(&self, op: Op) -> Request {
