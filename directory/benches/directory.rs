@@ -25,6 +25,7 @@ use sturdyrefs::SturdyRef;
 use vat::VatHandle;
 use vat_directory::client::Consistency;
 use vat_directory::member::RaftTimeouts;
+use vat_directory::operator::LocalMembers;
 use vat_directory::record::{NameRecord, Record};
 use vat_directory::{DirectoryClient, DirectoryToken};
 
@@ -194,37 +195,16 @@ fn wait_for(mut condition: impl FnMut() -> bool) {
 
 /// Three members in this process (one vat each, real TLS on loopback,
 /// redb on disk) and a client vat; answers the admin token.
-fn in_process_cluster(root: &Path) -> (Vec<VatHandle>, VatHandle, DirectoryToken) {
-    let mut vats = Vec::new();
-    let mut tokens = Vec::new();
-    for i in 0..3 {
-        let vat = VatHandle::start(format!("member-{i}")).unwrap();
-        let dir = root.join(format!("m{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let token = vat
-            .block_on(move || async move {
-                let identity = vat::net::Identity::load_or_create(&dir).unwrap();
-                let served = vat_directory::operator::serve(
-                    &dir,
-                    identity,
-                    "127.0.0.1:0".parse().unwrap(),
-                    vec![],
-                    RaftTimeouts::default(),
-                )
-                .await?;
-                Ok::<_, vat_directory::operator::ServeError>(served.token)
-            })
-            .unwrap();
-        tokens.push(token);
-        vats.push(vat);
-    }
+fn in_process_cluster(root: &Path) -> (LocalMembers, VatHandle, DirectoryToken) {
+    let members = LocalMembers::start(root, 3).unwrap();
+    let tokens = members.tokens.clone();
     let client = VatHandle::start("bench-client").unwrap();
     let admin = client
         .block_on(move || async move {
             vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await
         })
         .unwrap();
-    (vats, client, admin)
+    (members, client, admin)
 }
 
 fn writes_per_second(
@@ -292,9 +272,7 @@ fn throughput() {
         median(&mut floor)
     );
     let _ = client.stop();
-    for vat in members {
-        let _ = vat.stop();
-    }
+    drop(members);
 }
 
 fn reads() {
@@ -325,9 +303,7 @@ fn reads() {
         l / a
     );
     let _ = client.stop();
-    for vat in members {
-        let _ = vat.stop();
-    }
+    drop(members);
 }
 
 fn main() {

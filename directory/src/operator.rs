@@ -232,3 +232,52 @@ pub async fn hand_cluster(
     };
     outcome.map(|_| ())
 }
+
+/// Members running in this process, each a vat of its own serving TLS on
+/// loopback with its data folder under one root: a directory for
+/// development, tests and benchmarks. Dropping it stops them.
+#[derive(Debug)]
+pub struct LocalMembers {
+    /// The members' vats.
+    pub vats: Vec<vat::VatHandle>,
+    /// Their member tokens, in the same order.
+    pub tokens: Vec<SturdyRef>,
+}
+
+impl LocalMembers {
+    /// Starts `count` members in `root/m0`, `root/m1`, …, on loopback ports
+    /// the system chooses, with the default timers.
+    pub fn start(root: &Path, count: usize) -> Result<LocalMembers, ServeError> {
+        let mut members = LocalMembers {
+            vats: Vec::new(),
+            tokens: Vec::new(),
+        };
+        for i in 0..count {
+            let vat = vat::VatHandle::start(format!("member-{i}"))?;
+            let dir = root.join(format!("m{i}"));
+            // Pushed first, so that a member failing to start stops the
+            // ones before it (and itself) on drop.
+            members.vats.push(vat.clone());
+            let token = vat.block_on(move || async move {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| vat::Error::new(vat::ErrorKind::Failed, e.to_string()))?;
+                let identity = Identity::load_or_create(&dir).map_err(vat::Error::from)?;
+                let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+                let served =
+                    serve(&dir, identity, loopback, vec![], RaftTimeouts::default()).await?;
+                Ok::<_, ServeError>(served.token)
+            })?;
+            members.tokens.push(token);
+        }
+        Ok(members)
+    }
+}
+
+impl Drop for LocalMembers {
+    fn drop(&mut self) {
+        for vat in self.vats.drain(..) {
+            // A member that does not stop cleanly is gone all the same.
+            let _ = vat.stop();
+        }
+    }
+}

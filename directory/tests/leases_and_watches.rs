@@ -14,44 +14,23 @@ use vat::VatHandle;
 use vat_directory::client::{Consistency, WatchEvent};
 use vat_directory::command::FacetKind;
 use vat_directory::machine::Change;
-use vat_directory::member::RaftTimeouts;
+use vat_directory::operator::LocalMembers;
 use vat_directory::record::{NameRecord, Record, VatRecord};
 use vat_directory::{DirectoryClient, DirectoryToken};
 
 /// Generous: the machine may be busy.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn cluster(root: &Path) -> (Vec<VatHandle>, VatHandle, DirectoryToken) {
-    let mut vats = Vec::new();
-    let mut tokens = Vec::new();
-    for i in 0..3 {
-        let vat = VatHandle::start(format!("member-{i}")).unwrap();
-        let dir = root.join(format!("m{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let token = vat
-            .block_on(move || async move {
-                let identity = vat::net::Identity::load_or_create(&dir).unwrap();
-                let served = vat_directory::operator::serve(
-                    &dir,
-                    identity,
-                    "127.0.0.1:0".parse().unwrap(),
-                    vec![],
-                    RaftTimeouts::default(),
-                )
-                .await?;
-                Ok::<_, vat_directory::operator::ServeError>(served.token)
-            })
-            .unwrap();
-        tokens.push(token);
-        vats.push(vat);
-    }
+fn cluster(root: &Path) -> (LocalMembers, VatHandle, DirectoryToken) {
+    let members = LocalMembers::start(root, 3).unwrap();
+    let tokens = members.tokens.clone();
     let client = VatHandle::start("client").unwrap();
     let admin = client
         .block_on(move || async move {
             vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await
         })
         .unwrap();
-    (vats, client, admin)
+    (members, client, admin)
 }
 
 fn vat_record(lease_ms: u64) -> Record {
@@ -145,9 +124,7 @@ fn a_vat_that_stops_renewing_is_marked_gone_and_watchers_are_told() {
         })
         .unwrap();
     let _ = client.stop();
-    for vat in members {
-        let _ = vat.stop();
-    }
+    drop(members);
 }
 
 #[test]
@@ -200,7 +177,5 @@ fn a_watch_resumed_from_an_index_misses_nothing_and_repeats_nothing() {
         })
         .unwrap();
     let _ = client.stop();
-    for vat in members {
-        let _ = vat.stop();
-    }
+    drop(members);
 }
