@@ -210,6 +210,8 @@ impl DirectoryClient {
             None => (0..count).map(|i| (start + i) % count).collect(),
         };
         let mut last = String::new();
+        let mut unknown = 0usize;
+        let asked = order.len();
         for index in order {
             let member = &token.members()[index];
             match vat::sturdy::restore(member, self.inner.identity.as_ref(), self.inner.limits)
@@ -223,17 +225,22 @@ impl DirectoryClient {
                 Err(vat::sturdy::RestoreError::Refused(error))
                     if error.kind() == ErrorKind::UnknownToken =>
                 {
-                    // Every member knows every facet: an unknown one is
-                    // unknown everywhere (or revoked).
-                    return Err(DirectoryError::Refused {
-                        kind: crate::error::RefusalKind::NotPermitted,
-                        limit: None,
-                        size: None,
-                        message: "the directory does not know this token".to_owned(),
-                    });
+                    // A follower that has not yet applied the facet's
+                    // minting does not know it either: only every member
+                    // saying so means it does not exist (or was revoked).
+                    unknown += 1;
+                    last = format!("member {} does not know the token", member.vat());
                 }
                 Err(error) => last = format!("member {}: {error}", member.vat()),
             }
+        }
+        if unknown == asked {
+            return Err(DirectoryError::Refused {
+                kind: crate::error::RefusalKind::NotPermitted,
+                limit: None,
+                size: None,
+                message: "the directory does not know this token".to_owned(),
+            });
         }
         Err(DirectoryError::Unavailable {
             reason: if last.is_empty() {
