@@ -415,6 +415,9 @@ impl DirectoryMember {
             // without a snapshot.
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 1000,
+            // openraft's 200 ms is too short for a full snapshot on a slow
+            // link; the network gives it at least an election timeout.
+            install_snapshot_timeout: timeouts.election_max.as_millis() as u64,
             ..Default::default()
         }
         .validate()
@@ -423,7 +426,8 @@ impl DirectoryMember {
             self.inner.identity.clone(),
             SwissNumber::from_bytes(cluster.peers),
             self.inner.limits,
-        );
+        )
+        .with_patience(timeouts.election_min);
         let raft = Raft::new(
             node_id(&self.inner.vat),
             Arc::new(config),

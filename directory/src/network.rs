@@ -6,10 +6,13 @@
 //! id and hints and the cluster's peers swiss number, proving this vat's key
 //! (so the target knows who calls), on the vat's one shared connection to
 //! that vat. It does so lazily, at its first call, keeps the reference, and
-//! drops it on any failure, so the next call restores afresh.
+//! drops it when a call through it fails, so the next call restores afresh
+//! (a call that is only late keeps it).
 //!
 //! Each call is bounded by the `soft_ttl` openraft gives it, on the vat
-//! environment's clock. Failures map to what openraft expects:
+//! environment's clock; appends and snapshots by at least the network's
+//! patience (see [`Network::with_patience`]). Failures map to what openraft
+//! expects:
 //! - the member could not be restored (no address answered, its record
 //!   holds no usable vat id or hints, it refused us), the connection broke,
 //!   or the member's Raft has stopped: `Unreachable`, which backs off;
@@ -47,7 +50,12 @@ pub struct Network {
     identity: Identity,
     peers: SwissNumber,
     limits: Limits,
+    patience: Duration,
 }
+
+/// The least time an append or a snapshot is given before it counts as
+/// failed, unless [`Network::with_patience`] says otherwise.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_millis(400);
 
 impl Network {
     /// The network of the member with `identity`, reaching the others'
@@ -58,7 +66,19 @@ impl Network {
             identity,
             peers,
             limits,
+            patience: DEFAULT_PATIENCE,
         }
+    }
+
+    /// The least time appends and snapshots are given. openraft bounds an
+    /// append by the heartbeat interval: a batch that takes longer to cross
+    /// a slow link than one heartbeat would time out on every try, and the
+    /// follower it is for would never catch up. A member sets this to its
+    /// shortest election timeout: slower than that, the follower is as good
+    /// as cut off anyway.
+    pub fn with_patience(mut self, patience: Duration) -> Network {
+        self.patience = patience;
+        self
     }
 
     /// This member's node id.
@@ -195,8 +215,8 @@ impl PeerClient {
     }
 
     /// Runs `call` on the member's `RaftPeer` within `ttl`, forgetting the
-    /// reference if it fails in any way. `action` names openraft's RPC, for
-    /// its timeout error.
+    /// reference if the call fails (not if it is only late). `action` names
+    /// openraft's RPC, for its timeout error.
     async fn call<T, F, Fut>(
         &mut self,
         action: Option<RPCTypes>,
@@ -214,7 +234,13 @@ impl PeerClient {
         let outcome = vat_env::timeout(ttl, attempt).await;
         let failure = match outcome {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => Failure::Call(error),
+            Ok(Err(error)) => {
+                self.peer = None;
+                Failure::Call(error)
+            }
+            // A slow answer is no sign of a broken reference: keeping it
+            // saves the next try a restore's round trip, which on a slow
+            // link could make every try late.
             Err(_elapsed) => match action {
                 Some(action) => Failure::Timeout(Timeout {
                     action,
@@ -225,7 +251,6 @@ impl PeerClient {
                 None => Failure::Call(CallError::TimedOut { ttl }),
             },
         };
-        self.peer = None;
         Err(failure)
     }
 
@@ -331,7 +356,7 @@ impl RaftNetworkV2<Config> for PeerClient {
         let answer = self
             .call(
                 Some(RPCTypes::AppendEntries),
-                option.soft_ttl(),
+                option.soft_ttl().max(self.network.patience),
                 |peer| async move {
                     peer::bounded("append-entries request", bytes.len(), limit)?;
                     let mut call = peer.append_entries_request();
@@ -379,7 +404,7 @@ impl RaftNetworkV2<Config> for PeerClient {
         let limit = self.max_payload();
         let send = self.call(
             Some(RPCTypes::InstallSnapshot),
-            option.soft_ttl(),
+            option.soft_ttl().max(self.network.patience),
             |peer| async move {
                 peer::bounded("snapshot", vote.len() + meta.len() + data.len(), limit)?;
                 let mut call = peer.install_snapshot_request();
