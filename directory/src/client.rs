@@ -116,6 +116,9 @@ struct Inner {
     current: RefCell<Option<(usize, directory::Client)>>,
     /// Only this member (tests and `vat directory --member`).
     pinned: Option<usize>,
+    /// The member a follower last named as the leader that committed a
+    /// write: the next facet is restored there first.
+    leader: Cell<Option<usize>>,
     deadline: Duration,
 }
 
@@ -181,6 +184,7 @@ impl DirectoryClient {
                 in_flight: RefCell::new(BTreeSet::new()),
                 current: RefCell::new(None),
                 pinned,
+                leader: Cell::new(None),
                 deadline,
             }),
         }
@@ -204,7 +208,7 @@ impl DirectoryClient {
         }
         let token = self.inner.token.borrow().clone();
         let count = token.members().len();
-        let start = skip.map_or(0, |s| s + 1);
+        let start = skip.map_or_else(|| self.inner.leader.take().unwrap_or(0), |s| s + 1);
         let order: Vec<usize> = match self.inner.pinned {
             Some(member) => vec![member.min(count - 1)],
             None => (0..count).map(|i| (start + i) % count).collect(),
@@ -249,6 +253,27 @@ impl DirectoryClient {
                 last
             },
         })
+    }
+
+    /// After a write a follower forwarded: calls go to the leader that
+    /// committed it from now on, sparing every later write the extra hop.
+    fn follow(&self, done: &Done) {
+        if self.inner.pinned.is_some() || done.leader.is_empty() {
+            return;
+        }
+        let token = self.inner.token.borrow();
+        let Some(index) = token
+            .members()
+            .iter()
+            .position(|m| m.vat().to_string() == done.leader)
+        else {
+            return;
+        };
+        let mut current = self.inner.current.borrow_mut();
+        if current.as_ref().is_some_and(|(at, _)| *at != index) {
+            *current = None;
+            self.inner.leader.set(Some(index));
+        }
     }
 
     /// Runs `call` at the member in use, moving to the next member when it
@@ -346,7 +371,10 @@ impl DirectoryClient {
             })
             .await;
         self.answered(serial);
-        result.map(|done| done.index)
+        result.map(|done| {
+            self.follow(&done);
+            done.index
+        })
     }
 
     /// Deletes `key` (absent: nothing happens, and the answer is the same).
@@ -369,7 +397,10 @@ impl DirectoryClient {
             })
             .await;
         self.answered(serial);
-        result.map(|done| done.index)
+        result.map(|done| {
+            self.follow(&done);
+            done.index
+        })
     }
 
     /// Renews the lease of `vats/<vat>`.
@@ -392,7 +423,10 @@ impl DirectoryClient {
             })
             .await;
         self.answered(serial);
-        result.map(|done| done.index)
+        result.map(|done| {
+            self.follow(&done);
+            done.index
+        })
     }
 
     fn set_request(
@@ -558,7 +592,10 @@ impl DirectoryClient {
             })
             .await;
         self.answered(serial);
-        result.map(|done| done.index)
+        result.map(|done| {
+            self.follow(&done);
+            done.index
+        })
     }
 
     /// Admin: adds a member (a learner until it caught up, then a voter).

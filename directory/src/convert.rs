@@ -25,6 +25,9 @@ pub struct Done {
     pub staleness_ms: u64,
     /// The vat id of the member that answered.
     pub served_by: String,
+    /// For a write a follower forwarded: the vat id of the leader that
+    /// committed it (empty otherwise).
+    pub leader: String,
 }
 
 fn texts(list: text_list::Reader<'_>) -> capnp::Result<Vec<String>> {
@@ -150,6 +153,7 @@ pub fn write_outcome(builder: outcome::Builder<'_>, outcome: &Result<Done, Direc
             out.set_index(done.index);
             out.set_staleness_ms(done.staleness_ms);
             out.set_served_by(done.served_by.as_str());
+            out.set_leader(done.leader.as_str());
         }
         Err(DirectoryError::NoQuorum { reached, members }) => {
             let mut out = builder.init_no_quorum();
@@ -195,6 +199,10 @@ pub fn read_outcome(reader: outcome::Reader<'_>) -> Result<Done, DirectoryError>
                 staleness_ms: done.get_staleness_ms(),
                 served_by: done
                     .get_served_by()
+                    .and_then(|t| Ok(t.to_string()?))
+                    .map_err(malformed)?,
+                leader: done
+                    .get_leader()
                     .and_then(|t| Ok(t.to_string()?))
                     .map_err(malformed)?,
             })

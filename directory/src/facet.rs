@@ -355,6 +355,7 @@ impl directory::Server for Facet {
                         index: status.applied_index,
                         staleness_ms: 0,
                         served_by: status.served_by.clone(),
+                        ..Done::default()
                     }),
                 );
             }

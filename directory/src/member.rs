@@ -725,48 +725,98 @@ impl DirectoryMember {
         self.inner.vat.to_string()
     }
 
-    /// Proposes `request` wherever the leader is, waiting for one up to
-    /// [`LEADER_WAIT`]; refuses at once without a quorum.
-    pub async fn write(&self, request: Request) -> Result<Done, DirectoryError> {
-        let running = self.ready()?;
+    /// Runs `here` if this member leads, or `there` at the leader, until
+    /// one answers, waiting for a leader up to [`LEADER_WAIT`]; refuses at
+    /// once without a quorum. Answers with the leader's vat id when it was
+    /// another member. `writes`: an attempt that got no answer may have
+    /// taken effect, and a later refusal must not say it did not.
+    async fn at_leader<T, Here, HereFut, There, ThereFut>(
+        &self,
+        running: &Running,
+        writes: bool,
+        here: Here,
+        there: There,
+    ) -> Result<(T, Option<String>), DirectoryError>
+    where
+        Here: Fn() -> HereFut,
+        HereFut: std::future::Future<Output = Result<T, ForwardError>>,
+        There: Fn(u64, Member) -> ThereFut,
+        ThereFut: std::future::Future<Output = Result<T, ForwardError>>,
+    {
         let deadline = vat_env::now() + LEADER_WAIT;
-        let mut last;
-        // Whether an attempt got no answer: it may have been applied, and
-        // the write's error must not say it was not.
         let mut in_doubt = false;
+        let settle = |error: DirectoryError, in_doubt: bool| {
+            if writes {
+                error.for_write(in_doubt)
+            } else {
+                error
+            }
+        };
         loop {
-            self.quorum(&running).map_err(|e| e.for_write(in_doubt))?;
+            self.quorum(running).map_err(|e| settle(e, in_doubt))?;
             let leader = running.raft.metrics().borrow_watched().current_leader;
             let me = node_id(&self.inner.vat);
-            let answer = match leader {
-                Some(id) if id == me => self.lead(request.clone()).await,
-                Some(id) => match self.membership_nodes(&running).get(&id).cloned() {
-                    Some(member) => self.forward(&running, id, &member, &request).await,
-                    None => Err(ForwardError::NotLeader { leader: None }),
+            let (answer, remote) = match leader {
+                Some(id) if id == me => (here().await, None),
+                Some(id) => match self.membership_nodes(running).get(&id).cloned() {
+                    Some(member) => {
+                        let vat = member.vat.clone();
+                        (there(id, member).await, Some(vat))
+                    }
+                    None => (Err(ForwardError::NotLeader { leader: None }), None),
                 },
-                None => Err(ForwardError::NotLeader { leader: None }),
+                None => (Err(ForwardError::NotLeader { leader: None }), None),
             };
-            match answer {
-                Ok(Response::Done { index }) => {
-                    return Ok(Done {
-                        index,
-                        staleness_ms: 0,
-                        served_by: self.served_by(),
-                    })
-                }
-                Ok(Response::Refused(refusal)) => return Err(convert::refusal(&refusal)),
+            let last = match answer {
+                Ok(value) => return Ok((value, remote)),
                 Err(ForwardError::NoQuorum { reached, members }) => {
-                    return Err(DirectoryError::NoQuorum { reached, members }.for_write(in_doubt))
+                    return Err(settle(
+                        DirectoryError::NoQuorum { reached, members },
+                        in_doubt,
+                    ))
+                }
+                Err(ForwardError::Refused(message)) => {
+                    return Err(DirectoryError::Refused {
+                        kind: RefusalKind::BadArgument,
+                        limit: None,
+                        size: None,
+                        message,
+                    })
                 }
                 Err(other) => {
                     in_doubt |= matches!(other, ForwardError::Unavailable(_));
-                    last = other.to_string();
+                    other.to_string()
                 }
-            }
+            };
             if vat_env::now() >= deadline {
                 return Err(DirectoryError::Unavailable { reason: last });
             }
             vat_env::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Proposes `request` wherever the leader is, waiting for one up to
+    /// [`LEADER_WAIT`]; refuses at once without a quorum.
+    pub async fn write(&self, request: Request) -> Result<Done, DirectoryError> {
+        let running = self.ready()?;
+        let running = &running;
+        let request = &request;
+        let (response, leader) = self
+            .at_leader(
+                running,
+                true,
+                || self.lead(request.clone()),
+                |id, member| async move { self.forward(running, id, &member, request).await },
+            )
+            .await?;
+        match response {
+            Response::Done { index } => Ok(Done {
+                index,
+                served_by: self.served_by(),
+                leader: leader.unwrap_or_default(),
+                ..Done::default()
+            }),
+            Response::Refused(refusal) => Err(convert::refusal(&refusal)),
         }
     }
 
@@ -881,39 +931,24 @@ impl DirectoryMember {
                 index: self.machine().borrow().applied(),
                 staleness_ms,
                 served_by: self.served_by(),
+                ..Done::default()
             });
         }
-        let deadline = vat_env::now() + LEADER_WAIT;
-        let mut last;
-        let index = loop {
-            self.quorum(&running)?;
-            let leader = running.raft.metrics().borrow_watched().current_leader;
-            let me = node_id(&self.inner.vat);
-            let answer = match leader {
-                Some(id) if id == me => self.read_index_here().await,
-                Some(id) => match self.membership_nodes(&running).get(&id).cloned() {
-                    Some(member) => self.remote_read_index(&running, id, &member).await,
-                    None => Err(ForwardError::NotLeader { leader: None }),
-                },
-                None => Err(ForwardError::NotLeader { leader: None }),
-            };
-            match answer {
-                Ok(index) => break index,
-                Err(ForwardError::NoQuorum { reached, members }) => {
-                    return Err(DirectoryError::NoQuorum { reached, members })
-                }
-                Err(other) => last = other.to_string(),
-            }
-            if vat_env::now() >= deadline {
-                return Err(DirectoryError::Unavailable { reason: last });
-            }
-            vat_env::sleep(Duration::from_millis(20)).await;
-        };
+        let running = &running;
+        let (index, _) = self
+            .at_leader(
+                running,
+                false,
+                || self.read_index_here(),
+                |id, member| async move { self.remote_read_index(running, id, &member).await },
+            )
+            .await?;
         self.applied(index).await?;
         Ok(Done {
             index: self.machine().borrow().applied(),
             staleness_ms: 0,
             served_by: self.served_by(),
+            ..Done::default()
         })
     }
 
@@ -973,52 +1008,21 @@ impl DirectoryMember {
         change: MembershipChange,
     ) -> Result<Done, DirectoryError> {
         let running = self.ready()?;
-        let deadline = vat_env::now() + LEADER_WAIT;
-        let mut last;
-        // Whether an attempt got no answer: it may have been applied, and
-        // the write's error must not say it was not.
-        let mut in_doubt = false;
-        loop {
-            self.quorum(&running).map_err(|e| e.for_write(in_doubt))?;
-            let leader = running.raft.metrics().borrow_watched().current_leader;
-            let me = node_id(&self.inner.vat);
-            let answer = match leader {
-                Some(id) if id == me => self.change_here(change.clone()).await,
-                Some(id) => match self.membership_nodes(&running).get(&id).cloned() {
-                    Some(member) => self.remote_change(&running, id, &member, &change).await,
-                    None => Err(ForwardError::NotLeader { leader: None }),
-                },
-                None => Err(ForwardError::NotLeader { leader: None }),
-            };
-            match answer {
-                Ok(index) => {
-                    return Ok(Done {
-                        index,
-                        staleness_ms: 0,
-                        served_by: self.served_by(),
-                    })
-                }
-                Err(ForwardError::NoQuorum { reached, members }) => {
-                    return Err(DirectoryError::NoQuorum { reached, members }.for_write(in_doubt))
-                }
-                Err(ForwardError::Refused(message)) => {
-                    return Err(DirectoryError::Refused {
-                        kind: RefusalKind::BadArgument,
-                        limit: None,
-                        size: None,
-                        message,
-                    })
-                }
-                Err(other) => {
-                    in_doubt |= matches!(other, ForwardError::Unavailable(_));
-                    last = other.to_string();
-                }
-            }
-            if vat_env::now() >= deadline {
-                return Err(DirectoryError::Unavailable { reason: last });
-            }
-            vat_env::sleep(Duration::from_millis(20)).await;
-        }
+        let running = &running;
+        let change = &change;
+        let (index, _) = self
+            .at_leader(
+                running,
+                true,
+                || self.change_here(change.clone()),
+                |id, member| async move { self.remote_change(running, id, &member, change).await },
+            )
+            .await?;
+        Ok(Done {
+            index,
+            served_by: self.served_by(),
+            ..Done::default()
+        })
     }
 
     async fn remote_change(

@@ -2,7 +2,8 @@
 //! per member, real TLS on loopback, redb on disk): a vat that stops
 //! renewing is marked gone after its lease and a watcher of `vats/` is
 //! told; a renewal brings it back; a watch resumed from an index misses
-//! nothing and repeats nothing.
+//! nothing and repeats nothing; a client that wrote through a follower
+//! moves to the leader.
 
 // Test setup failing is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -173,6 +174,52 @@ fn a_watch_resumed_from_an_index_misses_nothing_and_repeats_nothing() {
                 "every change after the index, once, in log order"
             );
             assert!(indexes.windows(2).all(|w| w[0] < w[1]));
+            Ok::<_, vat_directory::DirectoryError>(())
+        })
+        .unwrap();
+    let _ = client.stop();
+    drop(members);
+}
+
+#[test]
+fn a_client_that_wrote_through_a_follower_sends_its_next_writes_to_the_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let (members, client, admin) = cluster(root.path());
+    client
+        .block_on(move || async move {
+            let any = DirectoryClient::new(admin.clone(), None);
+            let deadline = vat_env::now() + PATIENCE;
+            let leader = loop {
+                if let Some(leader) = any.status().await?.leader {
+                    break leader;
+                }
+                assert!(vat_env::now() < deadline, "no leader in time");
+                vat_env::sleep(Duration::from_millis(50)).await;
+            };
+            // The same facet with a follower first in the token.
+            let mut order: Vec<_> = admin
+                .members()
+                .iter()
+                .map(|m| (*m.vat(), m.hints().to_vec()))
+                .collect();
+            order.sort_by_key(|(vat, _)| vat.to_string() == leader);
+            let follower_first = admin.with_members(&order).unwrap();
+            let directory = DirectoryClient::new(follower_first, None);
+            let first = directory.status().await?;
+            assert_ne!(
+                first.served_by, leader,
+                "the first member in use is a follower"
+            );
+            directory
+                .put(
+                    "names/through-a-follower",
+                    Record::Name(NameRecord {
+                        refs: vec!["captp://example/1".into()],
+                    }),
+                )
+                .await?;
+            let after = directory.status().await?;
+            assert_eq!(after.served_by, leader, "calls moved to the leader");
             Ok::<_, vat_directory::DirectoryError>(())
         })
         .unwrap();

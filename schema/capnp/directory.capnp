@@ -74,6 +74,9 @@ struct Done {
   index @0 :UInt64;        # the write's log index, or the index a read saw
   stalenessMs @1 :UInt64;  # for an `any` read: how old its state may be
   servedBy @2 :Text;       # the vat id of the member that answered
+  leader @3 :Text;         # a write forwarded by a follower: the vat id of
+                           # the leader that committed it (else empty), so
+                           # the client can call it directly next time
 }
 
 struct NoQuorum {
