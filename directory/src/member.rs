@@ -57,7 +57,7 @@ pub const MEMBER_KIND: &str = "directory-member";
 pub const FACET_KIND: &str = "directory";
 
 /// Raft's timers. The defaults suit members on one network: a heartbeat
-/// every 100 ms, elections after 400 to 800 ms of silence. A follower's
+/// every 50 ms, elections after 200 to 400 ms of silence. A follower's
 /// lease on its leader lasts the longest election timeout, and no vote is
 /// granted within it, so that bound is also about how long a killed
 /// leader takes to replace.
@@ -74,9 +74,9 @@ pub struct RaftTimeouts {
 impl Default for RaftTimeouts {
     fn default() -> Self {
         RaftTimeouts {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(400),
-            election_max: Duration::from_millis(800),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(200),
+            election_max: Duration::from_millis(400),
         }
     }
 }

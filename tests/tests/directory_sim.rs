@@ -837,3 +837,93 @@ fn a_client_taking_unavailable_for_not_applied_is_caught_and_its_seed_replays_it
 fn a_stale_read_recorded_as_linearizable_is_caught_and_its_seed_replays_it() {
     planted_bug_is_caught(Plant::StaleReadAsLinearizable);
 }
+
+/// A member whose links are slower than one heartbeat's round trip (a far
+/// region) still gets every write: openraft bounds an append by the
+/// heartbeat interval, which alone would time every append to it out.
+#[test]
+fn a_member_behind_a_link_slower_than_a_heartbeat_still_catches_up() {
+    const WRITES: usize = 30;
+    let sim = SimBuilder::new(7)
+        .max_simulated(Duration::from_secs(120))
+        .build()
+        .unwrap_or_else(|error| panic!("cannot build the simulation: {error}"));
+    let report = sim.run(move |sim| async move {
+        let shared = Rc::new(Shared {
+            plant: Plant::Honest,
+            start: tokio::time::Instant::now(),
+            cluster: RefCell::new(None),
+            admin: RefCell::new(None),
+            members: RefCell::new(BTreeMap::new()),
+            operations: RefCell::new(Vec::new()),
+            next_value: Cell::new(0),
+            traffic: Cell::new(false),
+        });
+        for (index, name) in MEMBERS.iter().enumerate() {
+            let shared = shared.clone();
+            sim.add_vat(name, move |ctx| member_vat(index, shared.clone(), ctx));
+        }
+        let (cluster, _admin, token) = make_cluster(&sim)?;
+        *shared.cluster.borrow_mut() = Some(cluster);
+        sim.add_vat(CLIENTS[0], |_ctx| std::future::pending::<()>());
+        let heartbeat = RaftTimeouts::default().heartbeat;
+        let fast = LinkConfig {
+            latency: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            ..LinkConfig::default()
+        };
+        // One way alone takes a heartbeat: no answer comes back within it.
+        let slow = LinkConfig {
+            latency: heartbeat,
+            ..fast
+        };
+        let names: Vec<&str> = MEMBERS.iter().chain(&CLIENTS[..1]).copied().collect();
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                let far = *a == MEMBERS[2] || *b == MEMBERS[2];
+                let link = if far && !b.starts_with("client") {
+                    slow
+                } else {
+                    fast
+                };
+                sim.network().set_link(a, b, link);
+            }
+        }
+        let written = sim
+            .within(CLIENTS[0], move || async move {
+                let client = DirectoryClient::new(token, None);
+                let mut last = 0;
+                for n in 0..WRITES {
+                    last = client
+                        .put(&format!("names/far/{n}"), record_of(n as u64))
+                        .await
+                        .map_err(|e| format!("write {n}: {e}"))?;
+                }
+                Ok::<u64, String>(last)
+            })
+            .await
+            .ok_or("the client is down")??;
+        let deadline = sim.elapsed() + SETTLE;
+        loop {
+            let all = held(&sim, &shared).await;
+            let far = all[2].as_ref().map_or(0, |h| h.records.len());
+            if far == WRITES {
+                return Ok(());
+            }
+            if sim.elapsed() >= deadline {
+                return Err(format!(
+                    "the far member holds {far} of {WRITES} records {SETTLE:?} after write {written} \
+                     was acknowledged: {:?}",
+                    all[2].as_ref().map(|h| &h.status)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    assert!(
+        matches!(report.outcome, Some(Ok(()))),
+        "{:?}",
+        report.outcome
+    );
+}
