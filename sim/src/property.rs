@@ -57,7 +57,7 @@ pub fn seeds(default_count: u64) -> (std::ops::Range<u64>, bool) {
 
 /// The first failing seed of `seeds`, with its verdict and report.
 pub fn find_failure<F>(
-    seeds: std::ops::Range<u64>,
+    seeds: impl IntoIterator<Item = u64>,
     echo: bool,
     run: F,
 ) -> (Summary, Option<(u64, String, Report<Verdict>)>)
@@ -97,9 +97,31 @@ pub fn check<F>(scenario: &str, replay: &str, default_count: u64, run: F) -> Sum
 where
     F: Fn(SimBuilder) -> Report<Verdict>,
 {
+    check_share(scenario, replay, default_count, (0, 1), run)
+}
+
+/// As [`check`], over share `part` of `parts` of the seeds (every
+/// `parts`-th seed from the `part`-th): tests that each take one share run
+/// on threads of their own, so one range of seeds uses every core. A
+/// single `SIM_SEED` runs in share 0 alone.
+pub fn check_share<F>(
+    scenario: &str,
+    replay: &str,
+    default_count: u64,
+    (part, parts): (u64, u64),
+    run: F,
+) -> Summary
+where
+    F: Fn(SimBuilder) -> Report<Verdict>,
+{
     let (range, echo) = seeds(default_count);
     let single = echo.then_some(range.start);
-    let (summary, failure) = find_failure(range, echo, |builder| {
+    let parts = parts.max(1);
+    let share = range.filter(|seed| match single {
+        Some(_) => part == 0,
+        None => seed % parts == part,
+    });
+    let (summary, failure) = find_failure(share, echo, |builder| {
         let report = run(builder);
         if let Some(seed) = single {
             eprintln!(

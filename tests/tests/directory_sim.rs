@@ -127,6 +127,25 @@ struct Shared {
 }
 
 impl Shared {
+    /// The run's shared state, with every member vat added to `sim`.
+    fn with_members(sim: &SimHandle, plant: Plant, traffic: bool) -> Rc<Shared> {
+        let shared = Rc::new(Shared {
+            plant,
+            start: tokio::time::Instant::now(),
+            cluster: RefCell::new(None),
+            admin: RefCell::new(None),
+            members: RefCell::new(BTreeMap::new()),
+            operations: RefCell::new(Vec::new()),
+            next_value: Cell::new(0),
+            traffic: Cell::new(traffic),
+        });
+        for (index, name) in MEMBERS.iter().enumerate() {
+            let shared = shared.clone();
+            sim.add_vat(name, move |ctx| member_vat(index, shared.clone(), ctx));
+        }
+        shared
+    }
+
     fn elapsed(&self) -> Duration {
         tokio::time::Instant::now().saturating_duration_since(self.start)
     }
@@ -455,20 +474,7 @@ fn scenario(builder: SimBuilder, plant: Plant) -> Report<Verdict> {
         Err(error) => panic!("cannot build the simulation: {error}"),
     };
     sim.run(move |sim| async move {
-        let shared = Rc::new(Shared {
-            plant,
-            start: tokio::time::Instant::now(),
-            cluster: RefCell::new(None),
-            admin: RefCell::new(None),
-            members: RefCell::new(BTreeMap::new()),
-            operations: RefCell::new(Vec::new()),
-            next_value: Cell::new(0),
-            traffic: Cell::new(true),
-        });
-        for (index, name) in MEMBERS.iter().enumerate() {
-            let shared = shared.clone();
-            sim.add_vat(name, move |ctx| member_vat(index, shared.clone(), ctx));
-        }
+        let shared = Shared::with_members(&sim, plant, true);
         // Every member's key exists once it started: the cluster can be
         // made before any of their programs runs.
         let (cluster, _admin, token) = make_cluster(&sim)?;
@@ -711,9 +717,16 @@ fn honest(builder: SimBuilder) -> Report<Verdict> {
     scenario(builder, Plant::Honest)
 }
 
+/// The 500 seeds in two shares, one per core: the harness runs the two
+/// tests on threads of their own.
 #[test]
-fn every_key_stays_linearizable_over_500_seeds_of_partitions_crashes_and_restarts() {
-    property::check("directory", REPLAY, 500, honest);
+fn every_key_stays_linearizable_under_partitions_crashes_and_restarts_even_seeds() {
+    property::check_share("directory", REPLAY, 500, (0, 2), honest);
+}
+
+#[test]
+fn every_key_stays_linearizable_under_partitions_crashes_and_restarts_odd_seeds() {
+    property::check_share("directory", REPLAY, 500, (1, 2), honest);
 }
 
 #[test]
@@ -849,20 +862,7 @@ fn a_member_behind_a_link_slower_than_a_heartbeat_still_catches_up() {
         .build()
         .unwrap_or_else(|error| panic!("cannot build the simulation: {error}"));
     let report = sim.run(move |sim| async move {
-        let shared = Rc::new(Shared {
-            plant: Plant::Honest,
-            start: tokio::time::Instant::now(),
-            cluster: RefCell::new(None),
-            admin: RefCell::new(None),
-            members: RefCell::new(BTreeMap::new()),
-            operations: RefCell::new(Vec::new()),
-            next_value: Cell::new(0),
-            traffic: Cell::new(false),
-        });
-        for (index, name) in MEMBERS.iter().enumerate() {
-            let shared = shared.clone();
-            sim.add_vat(name, move |ctx| member_vat(index, shared.clone(), ctx));
-        }
+        let shared = Shared::with_members(&sim, Plant::Honest, false);
         let (cluster, _admin, token) = make_cluster(&sim)?;
         *shared.cluster.borrow_mut() = Some(cluster);
         sim.add_vat(CLIENTS[0], |_ctx| std::future::pending::<()>());
