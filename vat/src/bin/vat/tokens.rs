@@ -41,7 +41,19 @@ pub fn list(dir: PathBuf) -> Result<(), CliError> {
                 };
                 let rows = admin.tokens().await;
                 admin.close().await;
-                rows.map(Ok)
+                match rows {
+                    // The vat stopped between answering the dial and the
+                    // list: a read, so reading its store instead is safe.
+                    Err(CliError::Vat(error))
+                        if matches!(
+                            error.kind(),
+                            vat::ErrorKind::Disconnected | vat::ErrorKind::VatStopped
+                        ) =>
+                    {
+                        Ok(Err(CliError::Vat(error)))
+                    }
+                    rows => rows.map(Ok),
+                }
             })?;
             match reached {
                 Ok(rows) => {
