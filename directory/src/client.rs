@@ -346,6 +346,20 @@ impl DirectoryClient {
         self.inner.in_flight.borrow_mut().remove(&serial);
     }
 
+    /// A write's end: its serial answered, the leader that committed it
+    /// followed, its log index.
+    fn committed(
+        &self,
+        serial: u64,
+        result: Result<Done, DirectoryError>,
+    ) -> Result<u64, DirectoryError> {
+        self.answered(serial);
+        result.map(|done| {
+            self.follow(&done);
+            done.index
+        })
+    }
+
     /// Writes `record` under `key`; answers the write's log index once it
     /// is committed on a quorum.
     pub async fn put(&self, key: &str, record: Record) -> Result<u64, DirectoryError> {
@@ -370,11 +384,7 @@ impl DirectoryClient {
                 }
             })
             .await;
-        self.answered(serial);
-        result.map(|done| {
-            self.follow(&done);
-            done.index
-        })
+        self.committed(serial, result)
     }
 
     /// Deletes `key` (absent: nothing happens, and the answer is the same).
@@ -396,11 +406,7 @@ impl DirectoryClient {
                 )
             })
             .await;
-        self.answered(serial);
-        result.map(|done| {
-            self.follow(&done);
-            done.index
-        })
+        self.committed(serial, result)
     }
 
     /// Renews the lease of `vats/<vat>`.
@@ -422,11 +428,7 @@ impl DirectoryClient {
                 )
             })
             .await;
-        self.answered(serial);
-        result.map(|done| {
-            self.follow(&done);
-            done.index
-        })
+        self.committed(serial, result)
     }
 
     fn set_request(
@@ -591,11 +593,7 @@ impl DirectoryClient {
                 }
             })
             .await;
-        self.answered(serial);
-        result.map(|done| {
-            self.follow(&done);
-            done.index
-        })
+        self.committed(serial, result)
     }
 
     /// Admin: adds a member (a learner until it caught up, then a voter).
