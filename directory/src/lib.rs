@@ -15,7 +15,9 @@
 //! [`DirectoryError::NoQuorum`].
 //!
 //! - [`machine`]: the state machine; [`command`]: its requests and answers.
-//! - [`store`]: the redb log and state machine openraft drives.
+//! - [`store`]: the redb log and state machine openraft drives;
+//!   [`writer`]: where its writes are committed (grouped on a thread of
+//!   their own, or inline for the simulator).
 //! - [`network`], [`peer`]: Raft's messages as a Cap'n Proto interface
 //!   between members that prove the keys the membership names.
 //! - [`member`]: one member: Raft, reachability, leases, forwarding.
@@ -43,6 +45,7 @@ pub mod store;
 pub mod token;
 pub mod types;
 pub mod watch;
+pub mod writer;
 
 pub use client::DirectoryClient;
 pub use error::DirectoryError;

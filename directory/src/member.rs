@@ -43,6 +43,7 @@ use crate::machine::Machine;
 use crate::peer::{ForwardError, Handlers, PeerService, PEER_KIND};
 use crate::store::{LogStore, Raft, StateMachineStore, Store};
 use crate::types::{node_id, Config, Member};
+use crate::writer::Commits;
 
 /// How long after its last answered ping a peer still counts as reached.
 pub const REACH_WINDOW: Duration = Duration::from_millis(1000);
@@ -237,8 +238,15 @@ impl DirectoryMember {
     pub async fn start(config: MemberConfig) -> Result<DirectoryMember, DirectoryError> {
         let vat = vat::sturdy::vat_id(config.identity.public_key());
         let unavailable = |reason: String| DirectoryError::Unavailable { reason };
-        let (log, machine) =
-            Store::open(config.db, [0; 32]).map_err(|e| unavailable(format!("store: {e}")))?;
+        // Grouped on a writer thread, except where the environment keeps
+        // everything on one thread (a simulation, which must replay).
+        let commits = if vat_env::threads_allowed() {
+            Commits::Grouped
+        } else {
+            Commits::Inline
+        };
+        let (log, machine) = Store::open(config.db, [0; 32], commits)
+            .map_err(|e| unavailable(format!("store: {e}")))?;
         let mut client = [0u8; 16];
         vat_env::fill(&mut client).map_err(|e| unavailable(format!("no randomness: {e}")))?;
         let inner = Rc::new(Inner {

@@ -3,15 +3,20 @@
 //! current snapshot. The state machine itself lives in memory; a restart
 //! rebuilds it from the stored snapshot and the committed entries after it.
 //!
-//! Every write is one redb transaction committed with fsync before the
-//! call returns (or, for `append`, before the flush callback runs), so the
-//! writes reach the disk in the order openraft submits them.
+//! Every write goes through the store's one [`Writer`], committed with
+//! fsync before the call returns (or, for `append`, before the flush
+//! callback runs), so the writes reach the disk in the order openraft
+//! submits them. Entries appended but not yet durable are kept in memory
+//! beside the log and read from there, as openraft requires of an append
+//! that has returned.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, IOFlushed, LogState, RaftLogStorage, RaftStateMachine};
@@ -21,7 +26,6 @@ use openraft::type_config::alias::{
 use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder, StoredMembership};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,6 +34,7 @@ use tokio::sync::Notify;
 use crate::command::{FacetId, Response};
 use crate::machine::Machine;
 use crate::types::{Config, SnapshotData};
+use crate::writer::{Commits, Write, Writer};
 
 /// The directory's Raft node.
 pub type Raft = openraft::Raft<Config, StateMachineStore>;
@@ -107,6 +112,17 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+    /// The thread that commits grouped writes could not be started.
+    #[error("starting the directory's writer thread: {source}")]
+    Writer {
+        /// Why the thread did not start.
+        #[source]
+        source: io::Error,
+    },
+    /// The writer stopped before saying whether a write was committed
+    /// (it panicked): the write may or may not be on disk.
+    #[error("the directory's writer stopped before answering")]
+    WriterGone,
 }
 
 /// Turns a redb error into a [`StoreError::Backend`] saying what the store
@@ -126,9 +142,59 @@ fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, St
     postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt { what, source })
 }
 
+/// Checks the format version, writing it into a new database, and
+/// creates every table so read transactions can open them. Runs before
+/// the writer starts, in a transaction of its own.
+fn prepare(db: &Database) -> Result<(), StoreError> {
+    let operation = "preparing the database";
+    let mut txn = db.begin_write().map_err(backend(operation))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(backend(operation))?;
+    {
+        let mut meta = txn.open_table(META).map_err(backend("opening meta"))?;
+        let found = meta
+            .get(FORMAT_KEY)
+            .map_err(backend("reading the format version"))?
+            .map(|guard| decode::<u32>("the format version", guard.value()))
+            .transpose()?;
+        match found {
+            Some(FORMAT_VERSION) => {}
+            Some(found) => {
+                return Err(StoreError::UnsupportedFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            }
+            None => {
+                let version = encode("the format version", &FORMAT_VERSION)?;
+                meta.insert(FORMAT_KEY, version.as_slice())
+                    .map_err(backend("writing the format version"))?;
+            }
+        }
+    }
+    txn.open_table(LOG).map_err(backend("opening the log"))?;
+    txn.open_table(SNAPSHOT)
+        .map_err(backend("opening the snapshot"))?;
+    txn.commit().map_err(backend(operation))
+}
+
 /// The database both handles share.
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
+    writer: Writer,
+    /// Entries appended but not yet known to be durable, by index: reads
+    /// see them at once. The writer takes each out once it is committed
+    /// (and readable from the database).
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    flushes: Flushes,
+}
+
+/// The pending entries, even if a thread panicked holding them: they are
+/// plain data, and whatever the panic left is still what was appended.
+fn lock(pending: &Mutex<BTreeMap<u64, Entry>>) -> MutexGuard<'_, BTreeMap<u64, Entry>> {
+    pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl fmt::Debug for Store {
@@ -139,12 +205,23 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens the directory's storage on `db` (a file, or a simulator's
-    /// backend) for a cluster whose first admin facet is `admin`: checks
-    /// (or, in a new database, writes) the format version and loads the
-    /// state machine from the stored snapshot, if any.
-    pub fn open(db: Database, admin: FacetId) -> Result<(LogStore, StateMachineStore), StoreError> {
-        let store = Rc::new(Store { db });
-        store.prepare()?;
+    /// backend) for a cluster whose first admin facet is `admin`, its
+    /// writes committed as `commits` says: checks (or, in a new database,
+    /// writes) the format version and loads the state machine from the
+    /// stored snapshot, if any.
+    pub fn open(
+        db: Database,
+        admin: FacetId,
+        commits: Commits,
+    ) -> Result<(LogStore, StateMachineStore), StoreError> {
+        let db = Arc::new(db);
+        prepare(&db)?;
+        let store = Rc::new(Store {
+            writer: Writer::new(db.clone(), commits)?,
+            db,
+            pending: Arc::new(Mutex::new(BTreeMap::new())),
+            flushes: Flushes::default(),
+        });
         let mut machine = Machine::new(admin);
         let mut position = Position {
             last_applied: None,
@@ -173,52 +250,6 @@ impl Store {
         Ok((log, state))
     }
 
-    /// Checks the format version, writing it into a new database, and
-    /// creates every table so read transactions can open them.
-    fn prepare(&self) -> Result<(), StoreError> {
-        self.write("preparing the database", |txn| {
-            let mut meta = txn.open_table(META).map_err(backend("opening meta"))?;
-            let found = meta
-                .get(FORMAT_KEY)
-                .map_err(backend("reading the format version"))?
-                .map(|guard| decode::<u32>("the format version", guard.value()))
-                .transpose()?;
-            match found {
-                Some(FORMAT_VERSION) => {}
-                Some(found) => {
-                    return Err(StoreError::UnsupportedFormat {
-                        found,
-                        supported: FORMAT_VERSION,
-                    })
-                }
-                None => {
-                    let version = encode("the format version", &FORMAT_VERSION)?;
-                    meta.insert(FORMAT_KEY, version.as_slice())
-                        .map_err(backend("writing the format version"))?;
-                }
-            }
-            txn.open_table(LOG).map_err(backend("opening the log"))?;
-            txn.open_table(SNAPSHOT)
-                .map_err(backend("opening the snapshot"))?;
-            Ok(())
-        })
-    }
-
-    /// Runs `body` in one write transaction and commits it durably
-    /// (fsync) before returning. Nothing is written if `body` fails.
-    fn write<R>(
-        &self,
-        operation: &'static str,
-        body: impl FnOnce(&WriteTransaction) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let mut txn = self.db.begin_write().map_err(backend(operation))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(backend(operation))?;
-        let result = body(&txn)?;
-        txn.commit().map_err(backend(operation))?;
-        Ok(result)
-    }
-
     fn read<R>(
         &self,
         operation: &'static str,
@@ -243,32 +274,49 @@ impl Store {
             .transpose()
     }
 
-    /// Writes `bytes` under `key` in `meta`, durably.
+    /// Writes `bytes` under `key` in `meta`, durably, blocking the thread
+    /// until it is.
     fn put_meta_bytes(&self, key: &'static str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.write("writing meta", |txn| {
-            let mut meta = txn.open_table(META).map_err(backend("opening meta"))?;
-            meta.insert(key, bytes).map_err(backend("writing meta"))?;
-            Ok(())
-        })
+        self.writer
+            .write_blocking("writing meta", vec![meta_row(key, bytes.to_vec())])
     }
 
-    fn put_meta_value<T: Serialize>(&self, key: &'static str, value: &T) -> Result<(), StoreError> {
-        self.put_meta_bytes(key, &encode(key, value)?)
+    /// Writes `value` under `key` in `meta`, durably.
+    async fn put_meta_value<T: Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let row = meta_row(key, encode(key, value)?);
+        self.writer.write("writing meta", vec![row]).await
     }
 
     fn entries(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry>, StoreError> {
-        self.read("reading the log", |txn| {
+        // The pending entries first: one the writer commits meanwhile is
+        // then in the database when it is read, never in neither.
+        let pending: Vec<Entry> = lock(&self.pending)
+            .range(range)
+            .map(|(_, entry)| entry.clone())
+            .collect();
+        let mut entries: BTreeMap<u64, Entry> = self.read("reading the log", |txn| {
             let log = txn.open_table(LOG).map_err(backend("opening the log"))?;
-            let mut entries = Vec::new();
+            let mut entries = BTreeMap::new();
             for item in log.range(range).map_err(backend("reading the log"))? {
-                let (_, value) = item.map_err(backend("reading the log"))?;
-                entries.push(decode("a log entry", value.value())?);
+                let (index, value) = item.map_err(backend("reading the log"))?;
+                entries.insert(index.value(), decode("a log entry", value.value())?);
             }
             Ok(entries)
-        })
+        })?;
+        for entry in pending {
+            entries.insert(entry.log_id.index, entry);
+        }
+        Ok(entries.into_values().collect())
     }
 
     fn log_state(&self) -> Result<LogState<Config>, StoreError> {
+        let last_pending = lock(&self.pending)
+            .last_key_value()
+            .map(|(_, entry)| entry.log_id);
         let last_purged_log_id: Option<LogId> = self.meta_value(PURGED_KEY)?;
         let last = self.read("reading the log", |txn| {
             let log = txn.open_table(LOG).map_err(backend("opening the log"))?;
@@ -276,48 +324,83 @@ impl Store {
             last.map(|(_, value)| decode::<Entry>("a log entry", value.value()))
                 .transpose()
         })?;
-        let last_log_id = last.map(|entry| entry.log_id).or(last_purged_log_id);
+        let last_log_id = last_pending
+            .or(last.map(|entry| entry.log_id))
+            .or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
         })
     }
 
-    fn append(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
-        self.write("appending to the log", |txn| {
-            let mut log = txn.open_table(LOG).map_err(backend("opening the log"))?;
-            for entry in entries {
-                let bytes = encode("a log entry", &entry)?;
-                log.insert(entry.log_id.index, bytes.as_slice())
-                    .map_err(backend("appending to the log"))?;
+    /// Appends `entries`: readable when this returns; `callback` is told
+    /// once they are durable.
+    fn append(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        callback: IOFlushed<Config>,
+    ) -> Result<(), StoreError> {
+        let mut rows = Vec::new();
+        let mut appended = Vec::new();
+        for entry in entries {
+            rows.push((entry.log_id.index, encode("a log entry", &entry)?));
+            appended.push(entry);
+        }
+        let writes = vec![Write::Indexed { table: LOG, rows }];
+        if !self.writer.grouped() {
+            let outcome = self.writer.write_blocking("appending to the log", writes);
+            callback.io_completed(outcome.map_err(io::Error::other));
+            return Ok(());
+        }
+        let written: Vec<LogId> = appended.iter().map(|entry| entry.log_id).collect();
+        {
+            let mut pending = lock(&self.pending);
+            for entry in appended {
+                pending.insert(entry.log_id.index, entry);
             }
-            Ok(())
-        })
+        }
+        let pending = self.pending.clone();
+        let tell = self.flushes.expect(callback);
+        self.writer.submit(
+            "appending to the log",
+            writes,
+            Box::new(move |outcome| {
+                if outcome.is_ok() {
+                    // Only the entries this append wrote: a truncation and
+                    // a new append may have put others at these indexes.
+                    let mut pending = lock(&pending);
+                    for id in written {
+                        if pending.get(&id.index).map(|entry| entry.log_id) == Some(id) {
+                            pending.remove(&id.index);
+                        }
+                    }
+                }
+                // The vat may have stopped: nobody waits for the flush then.
+                let _ = tell.send(outcome);
+            }),
+        );
+        Ok(())
     }
 
     /// Deletes the entries from `first` on.
-    fn truncate_from(&self, first: u64) -> Result<(), StoreError> {
-        self.write("truncating the log", |txn| {
-            let mut log = txn.open_table(LOG).map_err(backend("opening the log"))?;
-            log.retain_in(first.., |_, _| false)
-                .map_err(backend("truncating the log"))?;
-            Ok(())
-        })
+    async fn truncate_from(&self, first: u64) -> Result<(), StoreError> {
+        lock(&self.pending).retain(|index, _| *index < first);
+        let delete = Write::DeleteFrom { table: LOG, first };
+        self.writer.write("truncating the log", vec![delete]).await
     }
 
     /// Records `upto` as purged, then deletes the entries up to it, in one
     /// transaction.
-    fn purge(&self, upto: &LogId) -> Result<(), StoreError> {
-        let purged = encode("the purged log id", upto)?;
-        self.write("purging the log", |txn| {
-            let mut meta = txn.open_table(META).map_err(backend("opening meta"))?;
-            meta.insert(PURGED_KEY, purged.as_slice())
-                .map_err(backend("writing the purged log id"))?;
-            let mut log = txn.open_table(LOG).map_err(backend("opening the log"))?;
-            log.retain_in(..=upto.index, |_, _| false)
-                .map_err(backend("purging the log"))?;
-            Ok(())
-        })
+    async fn purge(&self, upto: &LogId) -> Result<(), StoreError> {
+        lock(&self.pending).retain(|index, _| *index > upto.index);
+        let purged = meta_row(PURGED_KEY, encode("the purged log id", upto)?);
+        let delete = Write::DeleteUpTo {
+            table: LOG,
+            last: upto.index,
+        };
+        self.writer
+            .write("purging the log", vec![purged, delete])
+            .await
     }
 
     fn current_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
@@ -342,20 +425,68 @@ impl Store {
     }
 
     /// Replaces the stored snapshot, durably.
-    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
+    async fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
         let meta = encode("the snapshot's meta", meta)?;
-        self.write("saving the snapshot", |txn| {
-            let mut table = txn
-                .open_table(SNAPSHOT)
-                .map_err(backend("opening the snapshot"))?;
-            table
-                .insert(SNAPSHOT_META_KEY, meta.as_slice())
-                .map_err(backend("saving the snapshot"))?;
-            table
-                .insert(SNAPSHOT_DATA_KEY, data)
-                .map_err(backend("saving the snapshot"))?;
-            Ok(())
-        })
+        let rows = vec![
+            (SNAPSHOT_META_KEY, meta),
+            (SNAPSHOT_DATA_KEY, data.to_vec()),
+        ];
+        let write = Write::Named {
+            table: SNAPSHOT,
+            rows,
+        };
+        self.writer.write("saving the snapshot", vec![write]).await
+    }
+}
+
+/// A write of one row of `meta`.
+fn meta_row(key: &'static str, value: Vec<u8>) -> Write {
+    Write::Named {
+        table: META,
+        rows: vec![(key, value)],
+    }
+}
+
+/// openraft's flush callbacks, waiting for the writer: they must run on
+/// the vat's thread, in the order of the appends. The writer's thread
+/// sends each append's outcome, in that order, to a task of the vat that
+/// runs the callback at the front.
+#[derive(Default)]
+struct Flushes {
+    started: RefCell<Option<Started>>,
+}
+
+struct Started {
+    waiting: Rc<RefCell<VecDeque<IOFlushed<Config>>>>,
+    tell: tokio::sync::mpsc::UnboundedSender<Result<(), StoreError>>,
+}
+
+impl Flushes {
+    /// Queues `callback` for the next outcome the writer sends through
+    /// the returned sender; the first call starts the task (on the
+    /// current `LocalSet`, where openraft runs).
+    fn expect(
+        &self,
+        callback: IOFlushed<Config>,
+    ) -> tokio::sync::mpsc::UnboundedSender<Result<(), StoreError>> {
+        let mut started = self.started.borrow_mut();
+        let started = started.get_or_insert_with(|| {
+            let waiting: Rc<RefCell<VecDeque<IOFlushed<Config>>>> = Rc::default();
+            let (tell, mut told) = tokio::sync::mpsc::unbounded_channel();
+            let queue = waiting.clone();
+            tokio::task::spawn_local(async move {
+                while let Some(outcome) = told.recv().await {
+                    let front = queue.borrow_mut().pop_front();
+                    if let Some(callback) = front {
+                        let outcome: Result<(), StoreError> = outcome;
+                        callback.io_completed(outcome.map_err(io::Error::other));
+                    }
+                }
+            });
+            Started { waiting, tell }
+        });
+        started.waiting.borrow_mut().push_back(callback);
+        started.tell.clone()
     }
 }
 
@@ -407,12 +538,14 @@ impl RaftLogStorage<Config> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.store
             .put_meta_value(VOTE_KEY, vote)
+            .await
             .map_err(io::Error::other)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         self.store
             .put_meta_value(COMMITTED_KEY, &committed)
+            .await
             .map_err(io::Error::other)
     }
 
@@ -428,28 +561,24 @@ impl RaftLogStorage<Config> for LogStore {
     where
         I: IntoIterator<Item = Entry>,
     {
-        // The commit is the flush: the entries are on disk, and readable,
-        // before the callback runs and before this returns.
-        match self.store.append(entries) {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                let message = error.to_string();
-                callback.io_completed(Err(io::Error::other(error)));
-                Err(io::Error::other(message))
-            }
-        }
+        // Readable when this returns; the callback runs once they are on
+        // disk (later, when the writer groups commits). An entry that does
+        // not encode fails the append, and openraft stops.
+        self.store
+            .append(entries, callback)
+            .map_err(io::Error::other)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let first = last_log_id.map_or(0, |id| id.index + 1);
-        self.store.truncate_from(first).map_err(io::Error::other)
+        self.store
+            .truncate_from(first)
+            .await
+            .map_err(io::Error::other)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.store.purge(&log_id).map_err(io::Error::other)
+        self.store.purge(&log_id).await.map_err(io::Error::other)
     }
 }
 
@@ -555,6 +684,7 @@ impl RaftSnapshotBuilder<Config> for StateMachineStore {
         };
         self.store
             .save_snapshot(&meta, &data)
+            .await
             .map_err(io::Error::other)?;
         Ok(Snapshot {
             meta,
@@ -611,6 +741,7 @@ impl RaftStateMachine<Config> for StateMachineStore {
         })?;
         self.store
             .save_snapshot(meta, &snapshot)
+            .await
             .map_err(io::Error::other)?;
         *self.machine.borrow_mut() = machine;
         {
@@ -752,8 +883,8 @@ mod tests {
     }
 
     /// A fresh store in its own temporary directory for each of the
-    /// suite's cases.
-    struct FreshStore;
+    /// suite's cases, committing as it says.
+    struct FreshStore(Commits);
 
     impl StoreBuilder<Config, LogStore, StateMachineStore, tempfile::TempDir> for FreshStore {
         async fn build(
@@ -762,7 +893,7 @@ mod tests {
         {
             let dir = tempfile::tempdir().unwrap();
             let db = Database::create(dir.path().join("directory.redb")).unwrap();
-            let (log, state) = Store::open(db, ADMIN).unwrap();
+            let (log, state) = Store::open(db, ADMIN, self.0).unwrap();
             Ok((dir, log, state))
         }
     }
@@ -770,7 +901,10 @@ mod tests {
     #[tokio::test]
     async fn openraft_storage_suite() {
         tokio::task::LocalSet::new()
-            .run_until(async { Suite::test_all(FreshStore).await.unwrap() })
+            .run_until(async {
+                Suite::test_all(FreshStore(Commits::Inline)).await.unwrap();
+                Suite::test_all(FreshStore(Commits::Grouped)).await.unwrap();
+            })
             .await;
     }
 }

@@ -30,6 +30,7 @@ use vat_directory::store::{
     FORMAT_VERSION,
 };
 use vat_directory::types::{Config, Member};
+use vat_directory::writer::Commits;
 
 const ADMIN: FacetId = [1; 32];
 const NODE: u64 = 1;
@@ -70,7 +71,7 @@ fn normal(term: u64, index: u64) -> Entry {
 }
 
 fn open(path: &Path) -> (LogStore, StateMachineStore) {
-    Store::open(Database::create(path).unwrap(), ADMIN).unwrap()
+    Store::open(Database::create(path).unwrap(), ADMIN, Commits::Grouped).unwrap()
 }
 
 /// Applies `entries` as followers do (no one waiting for an answer).
@@ -203,7 +204,8 @@ fn a_database_of_a_newer_format_is_refused() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let refused = Store::open(Database::create(&path).unwrap(), ADMIN).unwrap_err();
+    let refused =
+        Store::open(Database::create(&path).unwrap(), ADMIN, Commits::Grouped).unwrap_err();
     assert!(
         matches!(
             refused,
