@@ -19,8 +19,10 @@ pub type ClientId = [u8; 16];
 pub enum FacetKind {
     /// Everything: any key, facets, membership. The operator's.
     Admin,
-    /// One vat's own records: write `vats/<vat>`, renew its lease; read and
-    /// watch `vats/`.
+    /// One host's records: write `vats/<vat>` and its own instances
+    /// (`instances/<kind>@<version>/<vat>/<n>`), renew its lease; read and
+    /// watch `vats/` and `instances/`, and the bindings of the kinds it
+    /// runs an instance of, and no others (see `Machine::visible`).
     Host {
         /// The vat id (text form).
         vat: String,
@@ -38,11 +40,20 @@ pub enum FacetKind {
 }
 
 impl FacetKind {
-    /// Whether the holder may read (and watch) `key` (or a prefix).
+    /// Whether the holder may read (and watch) `key` (or a prefix). A host
+    /// passes for all of `bindings/`; which bindings it is shown depends on
+    /// the instances it runs, which `Machine::visible` checks per key.
     pub fn may_read(&self, key: &str) -> bool {
+        use crate::record::{BINDINGS, INSTANCES, VATS};
         match self {
             FacetKind::Admin => true,
-            FacetKind::Host { .. } => key.starts_with(crate::record::VATS),
+            FacetKind::Host { .. } => {
+                // A prefix shorter than one of these (`""`, `inst`) would
+                // ask for more than a host may see.
+                [VATS, INSTANCES, BINDINGS]
+                    .iter()
+                    .any(|prefix| key.starts_with(prefix))
+            }
             FacetKind::Reader { prefix } | FacetKind::Writer { prefix } => {
                 key.starts_with(prefix.as_str())
             }
@@ -53,7 +64,10 @@ impl FacetKind {
     pub fn may_write(&self, key: &str) -> bool {
         match self {
             FacetKind::Admin => true,
-            FacetKind::Host { vat } => key.strip_prefix(crate::record::VATS) == Some(vat.as_str()),
+            FacetKind::Host { vat } => {
+                key.strip_prefix(crate::record::VATS) == Some(vat.as_str())
+                    || crate::record::InstanceKey::parse(key).is_ok_and(|k| k.vat == vat)
+            }
             FacetKind::Reader { .. } => false,
             FacetKind::Writer { prefix } => key.starts_with(prefix.as_str()),
         }

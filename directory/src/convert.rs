@@ -9,7 +9,7 @@ use schema::directory_capnp::{change, entry, outcome, record, refused, status};
 use crate::command::Refusal;
 use crate::error::{DirectoryError, RefusalKind};
 use crate::machine::Change;
-use crate::record::{NameRecord, Record, VatRecord};
+use crate::record::{BindingRecord, InstanceRecord, NameRecord, Record, VatRecord};
 
 /// The most entries a `list` answers at once.
 pub const MAX_LIST: u32 = 1000;
@@ -53,22 +53,9 @@ pub fn read_record(reader: record::Reader<'_>) -> capnp::Result<Record> {
     Ok(match reader.which()? {
         record::Vat(vat) => {
             let vat = vat?;
-            let labels = vat.get_labels()?;
-            if labels.len() > MAX_ITEMS {
-                return Err(capnp::Error::failed(format!(
-                    "at most {MAX_ITEMS} labels are allowed"
-                )));
-            }
-            let mut map = BTreeMap::new();
-            for label in labels.iter() {
-                map.insert(
-                    label.get_key()?.to_string()?,
-                    label.get_value()?.to_string()?,
-                );
-            }
             Record::Vat(VatRecord {
                 hints: texts(vat.get_hints()?)?,
-                labels: map,
+                labels: labels(vat.get_labels()?)?,
                 lease_ms: vat.get_lease_ms(),
                 expires_at_ms: vat.get_expires_at_ms(),
                 gone: vat.get_gone(),
@@ -77,7 +64,42 @@ pub fn read_record(reader: record::Reader<'_>) -> capnp::Result<Record> {
         record::Name(name) => Record::Name(NameRecord {
             refs: texts(name?.get_refs()?)?,
         }),
+        record::Instance(instance) => Record::Instance(InstanceRecord {
+            refs: texts(instance?.get_refs()?)?,
+        }),
+        record::Binding(binding) => Record::Binding(BindingRecord {
+            config: labels(binding?.get_config()?)?,
+        }),
     })
+}
+
+fn labels(
+    list: capnp::struct_list::Reader<'_, schema::directory_capnp::label::Owned>,
+) -> capnp::Result<BTreeMap<String, String>> {
+    if list.len() > MAX_ITEMS {
+        return Err(capnp::Error::failed(format!(
+            "at most {MAX_ITEMS} labels are allowed"
+        )));
+    }
+    let mut map = BTreeMap::new();
+    for label in list.iter() {
+        map.insert(
+            label.get_key()?.to_string()?,
+            label.get_value()?.to_string()?,
+        );
+    }
+    Ok(map)
+}
+
+fn set_labels(
+    mut list: capnp::struct_list::Builder<'_, schema::directory_capnp::label::Owned>,
+    labels: &BTreeMap<String, String>,
+) {
+    for (i, (key, value)) in labels.iter().enumerate() {
+        let mut label = list.reborrow().get(i as u32);
+        label.set_key(key.as_str());
+        label.set_value(value.as_str());
+    }
 }
 
 /// Writes a record.
@@ -89,12 +111,10 @@ pub fn write_record(builder: record::Builder<'_>, record: &Record) {
                 out.reborrow().init_hints(vat.hints.len() as u32),
                 &vat.hints,
             );
-            let mut labels = out.reborrow().init_labels(vat.labels.len() as u32);
-            for (i, (key, value)) in vat.labels.iter().enumerate() {
-                let mut label = labels.reborrow().get(i as u32);
-                label.set_key(key.as_str());
-                label.set_value(value.as_str());
-            }
+            set_labels(
+                out.reborrow().init_labels(vat.labels.len() as u32),
+                &vat.labels,
+            );
             out.set_lease_ms(vat.lease_ms);
             out.set_expires_at_ms(vat.expires_at_ms);
             out.set_gone(vat.gone);
@@ -102,6 +122,17 @@ pub fn write_record(builder: record::Builder<'_>, record: &Record) {
         Record::Name(name) => {
             let out = builder.init_name();
             set_texts(out.init_refs(name.refs.len() as u32), &name.refs);
+        }
+        Record::Instance(instance) => {
+            let out = builder.init_instance();
+            set_texts(out.init_refs(instance.refs.len() as u32), &instance.refs);
+        }
+        Record::Binding(binding) => {
+            let out = builder.init_binding();
+            set_labels(
+                out.init_config(binding.config.len() as u32),
+                &binding.config,
+            );
         }
     }
 }

@@ -215,6 +215,15 @@ impl directory::Server for Facet {
             Ok((done, key))
         }
         .await;
+        // Whether a host sees a binding depends on the state the read saw.
+        let outcome = outcome.and_then(|(done, key)| {
+            let kind = self.kind()?;
+            if self.member.machine().borrow().visible(&kind, &key) {
+                Ok((done, key))
+            } else {
+                Err(not_permitted())
+            }
+        });
         let mut out = results.get();
         match outcome {
             Ok((done, key)) => {
@@ -255,7 +264,7 @@ impl directory::Server for Facet {
                 .member
                 .read(linearizable(params.get_consistency()))
                 .await?;
-            Ok((done, prefix))
+            Ok((done, prefix, self.kind()?))
         }
         .await;
         let limit = match params.get_limit() {
@@ -264,10 +273,14 @@ impl directory::Server for Facet {
         } as usize;
         let mut out = results.get();
         match outcome {
-            Ok((done, prefix)) => {
+            Ok((done, prefix, kind)) => {
                 let machine = self.member.machine();
                 let machine = machine.borrow();
-                let entries: Vec<_> = machine.list(&prefix).take(limit + 1).collect();
+                let entries: Vec<_> = machine
+                    .list(&prefix)
+                    .filter(|(key, _)| machine.visible(&kind, key))
+                    .take(limit + 1)
+                    .collect();
                 let more = entries.len() > limit;
                 let shown = &entries[..entries.len().min(limit)];
                 let mut list = out.reborrow().init_entries(shown.len() as u32);
@@ -606,8 +619,15 @@ impl watch_handle::Server for HandleServer {
     }
 }
 
-/// One watch: sends the changes under its prefix after `from`, in log
-/// order, one call at a time (the watcher's pace bounds what is queued).
+/// A change and whether the watch's facet may see it.
+struct Marked {
+    change: Change,
+    visible: bool,
+}
+
+/// One watch: sends the changes under its prefix after `from` that its
+/// facet may see, in log order, one call at a time (the watcher's pace
+/// bounds what is queued).
 struct Watch {
     member: DirectoryMember,
     facet: FacetId,
@@ -633,19 +653,23 @@ impl Watch {
         let notify = self.member.applied_notify();
         while self.live() {
             let notified = notify.notified();
-            let pending = self
-                .member
-                .machine()
-                .borrow()
-                .changes_after(self.from, &self.prefix);
+            let pending = self.pending();
             let sent = match pending {
                 None => self.reset().await,
-                Some(changes) if changes.is_empty() => {
+                Some((changes, _)) if changes.is_empty() => {
                     // Wake now and then to notice a dropped handle.
                     let _ = vat_env::timeout(std::time::Duration::from_secs(1), notified).await;
                     continue;
                 }
-                Some(changes) => self.send(changes).await,
+                Some((changes, seen)) if changes.iter().all(|c| !c.visible) => {
+                    // Nothing this facet may see: move past it unsent.
+                    self.from = seen;
+                    continue;
+                }
+                Some((changes, _)) => {
+                    let shown = changes.into_iter().filter(|c| c.visible);
+                    self.send(shown.map(|c| c.change).collect()).await
+                }
             };
             if sent.is_err() {
                 return;
@@ -653,12 +677,37 @@ impl Watch {
         }
     }
 
+    /// The changes after `from` under the prefix, each marked with
+    /// whether the facet may see it, and the index of the last; `None` if
+    /// the history no longer reaches back to `from`.
+    fn pending(&self) -> Option<(Vec<Marked>, u64)> {
+        let machine = self.member.machine();
+        let machine = machine.borrow();
+        let changes = machine.changes_after(self.from, &self.prefix)?;
+        let kind = machine.facet(&self.facet);
+        let seen = changes.last().map_or(self.from, |c| c.index);
+        let marked = changes
+            .into_iter()
+            .map(|change| Marked {
+                visible: kind
+                    .as_ref()
+                    .is_some_and(|kind| machine.visible(kind, &change.key)),
+                change,
+            })
+            .collect();
+        Some((marked, seen))
+    }
+
     async fn reset(&mut self) -> Result<(), Error> {
         let mut request = self.watcher.reset_request();
         let index = {
             let machine = self.member.machine();
             let machine = machine.borrow();
-            let entries: Vec<_> = machine.list(&self.prefix).collect();
+            let kind = machine.facet(&self.facet);
+            let entries: Vec<_> = machine
+                .list(&self.prefix)
+                .filter(|(key, _)| kind.as_ref().is_some_and(|k| machine.visible(k, key)))
+                .collect();
             let mut params = request.get();
             params.set_index(machine.applied());
             let mut list = params.init_entries(entries.len() as u32);

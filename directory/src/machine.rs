@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::command::{
     ClientId, FacetId, FacetKind, FacetRecord, Facets, Op, Refusal, Request, Response,
 };
-use crate::record::{check_key, Record, MAX_RECORDS_PER_FACET, MAX_RECORD_BYTES, NAMES, VATS};
+use crate::record::{
+    check_key, BindingKey, InstanceKey, Record, BINDINGS, INSTANCES, MAX_RECORDS_PER_FACET,
+    MAX_RECORD_BYTES, NAMES, VATS,
+};
 
 /// How many answers per client the session table keeps at most (a client
 /// with more requests in flight than this loses at-most-once for the
@@ -131,6 +134,34 @@ impl Machine {
             .records
             .range(prefix.to_owned()..)
             .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    /// Whether a holder of `kind` may see the record under `key` now: the
+    /// facet's prefix rule, and for a host under `bindings/`, only the
+    /// bindings of kinds it runs an instance of (least knowledge: a host
+    /// learns the bindings and configs it needs, not the lattice's).
+    pub fn visible(&self, kind: &FacetKind, key: &str) -> bool {
+        if !kind.may_read(key) {
+            return false;
+        }
+        match kind {
+            FacetKind::Host { vat } if key.starts_with(BINDINGS) => BindingKey::parse(key)
+                .is_ok_and(|binding| {
+                    self.runs(vat, binding.actor) || self.runs(vat, binding.provider)
+                }),
+            _ => true,
+        }
+    }
+
+    /// Whether the host `vat` has registered an instance of `kind`, at any
+    /// version.
+    pub fn runs(&self, vat: &str, kind: &str) -> bool {
+        let prefix = format!("{INSTANCES}{kind}@");
+        let found = self.list(&prefix).any(|(key, _)| {
+            InstanceKey::parse(key)
+                .is_ok_and(|instance| instance.kind == kind && instance.vat == vat)
+        });
+        found
     }
 
     /// How many records the machine holds.
@@ -401,22 +432,28 @@ impl Machine {
     }
 }
 
-/// Vats' records go under `vats/`, names under `names/`; other prefixes
-/// are free for now.
+/// Each kind of record lives under its own prefix (`vats/`, `names/`,
+/// `instances/`, `bindings/`); instances' and bindings' keys have a fixed
+/// shape.
 fn check_kind(key: &str, record: &Record) -> Result<(), Refusal> {
-    let (expected, kind) = match record {
-        Record::Vat(_) => (key.starts_with(VATS), "vat"),
-        Record::Name(_) => (key.starts_with(NAMES), "name"),
+    let (home, kind) = match record {
+        Record::Vat(_) => (VATS, "vat"),
+        Record::Name(_) => (NAMES, "name"),
+        Record::Instance(_) => (INSTANCES, "instance"),
+        Record::Binding(_) => (BINDINGS, "binding"),
     };
-    let misplaced = (key.starts_with(VATS) && !matches!(record, Record::Vat(_)))
-        || (key.starts_with(NAMES) && !matches!(record, Record::Name(_)));
-    if !expected || misplaced {
+    if !key.starts_with(home) {
         return Err(Refusal::WrongKind {
             key: key.to_owned(),
             kind: kind.to_owned(),
         });
     }
-    Ok(())
+    match record {
+        Record::Instance(_) => InstanceKey::parse(key).map(drop),
+        Record::Binding(_) => BindingKey::parse(key).map(drop),
+        Record::Vat(_) | Record::Name(_) => Ok(()),
+    }
+    .map_err(Refusal::Key)
 }
 
 #[cfg(test)]
@@ -479,6 +516,114 @@ mod tests {
             m.apply(3, &unknown),
             Response::Refused(Refusal::NotPermitted)
         );
+    }
+
+    fn as_host(facet: FacetId, serial: u64, op: Op) -> Request {
+        Request {
+            facet,
+            client: [facet[0]; 16],
+            serial,
+            answered_below: 0,
+            at_ms: 1000,
+            op,
+        }
+    }
+
+    fn instance(key: &str) -> Op {
+        Op::Put {
+            key: key.to_owned(),
+            record: Record::Instance(crate::record::InstanceRecord {
+                refs: vec!["captp://x".into()],
+            }),
+        }
+    }
+
+    fn binding(key: &str) -> Op {
+        Op::Put {
+            key: key.to_owned(),
+            record: Record::Binding(crate::record::BindingRecord {
+                config: [("port".to_owned(), "8080".to_owned())].into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_host_registers_its_own_instances_and_sees_only_its_kinds_bindings() {
+        let mut m = Machine::new(ADMIN);
+        let host = [3; 32];
+        let kind = FacetKind::Host { vat: "v1".into() };
+        let mint = Op::MintFacet {
+            id: host,
+            kind: kind.clone(),
+        };
+        assert_eq!(
+            m.apply(1, &as_host(ADMIN, 1, mint)),
+            Response::Done { index: 1 }
+        );
+        for (n, key) in ["bindings/shop/http/default", "bindings/cart/kv/default"]
+            .into_iter()
+            .enumerate()
+        {
+            let n = n as u64 + 2;
+            assert_eq!(
+                m.apply(n, &as_host(ADMIN, n, binding(key))),
+                Response::Done { index: n }
+            );
+        }
+        // Running nothing, the host sees no binding.
+        assert!(!m.visible(&kind, "bindings/shop/http/default"));
+        assert!(!m.visible(&kind, "bindings/cart/kv/default"));
+        // Its own instance it may register; another host's it may not.
+        assert_eq!(
+            m.apply(4, &as_host(host, 1, instance("instances/http@1.0.0/v1/0"))),
+            Response::Done { index: 4 }
+        );
+        assert_eq!(
+            m.apply(5, &as_host(host, 2, instance("instances/http@1.0.0/v2/0"))),
+            Response::Refused(Refusal::NotPermitted)
+        );
+        assert!(m.runs("v1", "http"));
+        assert!(!m.runs("v1", "htt"), "a kind's name is matched whole");
+        // Now it sees the bindings of http, and only those.
+        assert!(m.visible(&kind, "bindings/shop/http/default"));
+        assert!(!m.visible(&kind, "bindings/cart/kv/default"));
+        assert!(m.visible(&kind, "instances/http@1.0.0/v1/0"));
+        assert!(!m.visible(&kind, "names/anything"));
+        // Its instance gone, so is its view of the binding.
+        let delete = Op::Delete {
+            key: "instances/http@1.0.0/v1/0".into(),
+        };
+        assert_eq!(
+            m.apply(6, &as_host(host, 3, delete)),
+            Response::Done { index: 6 }
+        );
+        assert!(!m.visible(&kind, "bindings/shop/http/default"));
+    }
+
+    #[test]
+    fn lattice_records_keep_to_their_prefixes_and_shapes() {
+        let mut m = Machine::new(ADMIN);
+        let refused = |m: &mut Machine, n: u64, op: Op| match m.apply(n, &as_host(ADMIN, n, op)) {
+            Response::Refused(refusal) => refusal,
+            done => panic!("applied: {done:?}"),
+        };
+        assert!(matches!(
+            refused(&mut m, 1, instance("names/shop")),
+            Refusal::WrongKind { .. }
+        ));
+        assert!(matches!(
+            refused(&mut m, 2, binding("instances/shop@1/v/0")),
+            Refusal::WrongKind { .. }
+        ));
+        assert!(matches!(
+            refused(&mut m, 3, instance("instances/shop/v/0")),
+            Refusal::Key(crate::record::KeyError::Shape { .. })
+        ));
+        assert!(matches!(
+            refused(&mut m, 4, binding("bindings/shop/http")),
+            Refusal::Key(crate::record::KeyError::Shape { .. })
+        ));
+        assert!(m.is_empty());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! What the directory holds: typed records under checked keys, and the
 //! bounds that keep a writer from making it hold more.
 //!
-//! Records are versioned by their enum: new kinds of record (bindings,
-//! routes) are new variants appended at the end, so every record written
-//! before them still decodes.
+//! Records are versioned by their enum: new kinds of record (routes) are
+//! new variants appended at the end, so every record written before them
+//! still decodes.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,13 @@ pub const MAX_RECORDS_PER_FACET: usize = 10_000;
 pub const VATS: &str = "vats/";
 /// The prefix of names: `names/<name>` or `names/<name>@<version>`.
 pub const NAMES: &str = "names/";
+/// The prefix of running instances:
+/// `instances/<kind>@<version>/<vat-id>/<n>`, written by the host running
+/// the instance.
+pub const INSTANCES: &str = "instances/";
+/// The prefix of bindings: `bindings/<actor>/<provider>/<link>`, written
+/// by the operator.
+pub const BINDINGS: &str = "bindings/";
 
 /// One record of the directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +35,10 @@ pub enum Record {
     Vat(VatRecord),
     /// Sturdyrefs registered under a name (`names/...`).
     Name(NameRecord),
+    /// One running instance of an actor or provider kind (`instances/...`).
+    Instance(InstanceRecord),
+    /// A binding of an actor kind to a provider kind (`bindings/...`).
+    Binding(BindingRecord),
 }
 
 impl Record {
@@ -63,6 +74,100 @@ pub struct NameRecord {
     pub refs: Vec<String>,
 }
 
+/// One running instance of a kind, registered by its host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// One or more tokens (`captp://...`) reaching the instance.
+    pub refs: Vec<String>,
+}
+
+/// A binding: the provider's instances are to grant the actor's instances
+/// a capability under the link name, configured by `config`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    /// The provider's settings for this binding (`port=8080`, ...).
+    pub config: BTreeMap<String, String>,
+}
+
+/// Where an instance record lives: `instances/<kind>@<version>/<vat>/<n>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceKey<'k> {
+    /// The kind's name.
+    pub kind: &'k str,
+    /// The kind's version.
+    pub version: &'k str,
+    /// The host's vat id.
+    pub vat: &'k str,
+    /// The instance's number on that host.
+    pub n: &'k str,
+}
+
+impl<'k> InstanceKey<'k> {
+    /// Reads a key of that shape (its characters are checked by
+    /// [`check_key`]).
+    pub fn parse(key: &'k str) -> Result<InstanceKey<'k>, KeyError> {
+        let shape = || KeyError::Shape {
+            expected: "instances/<kind>@<version>/<vat-id>/<n>".to_owned(),
+        };
+        let rest = key.strip_prefix(INSTANCES).ok_or_else(shape)?;
+        let mut segments = rest.split('/');
+        let (Some(kind_at), Some(vat), Some(n), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return Err(shape());
+        };
+        let (kind, version) = kind_at.split_once('@').ok_or_else(shape)?;
+        if kind.is_empty() || version.is_empty() || version.contains('@') {
+            return Err(shape());
+        }
+        Ok(InstanceKey {
+            kind,
+            version,
+            vat,
+            n,
+        })
+    }
+}
+
+/// Where a binding lives: `bindings/<actor>/<provider>/<link>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindingKey<'k> {
+    /// The actor kind.
+    pub actor: &'k str,
+    /// The provider kind.
+    pub provider: &'k str,
+    /// The link name (`default` unless the operator names another).
+    pub link: &'k str,
+}
+
+impl<'k> BindingKey<'k> {
+    /// Reads a key of that shape (its characters are checked by
+    /// [`check_key`]).
+    pub fn parse(key: &'k str) -> Result<BindingKey<'k>, KeyError> {
+        let shape = || KeyError::Shape {
+            expected: "bindings/<actor>/<provider>/<link>".to_owned(),
+        };
+        let rest = key.strip_prefix(BINDINGS).ok_or_else(shape)?;
+        let mut segments = rest.split('/');
+        match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
+            (Some(actor), Some(provider), Some(link), None) => Ok(BindingKey {
+                actor,
+                provider,
+                link,
+            }),
+            _ => Err(shape()),
+        }
+    }
+}
+
 /// Why a key was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum KeyError {
@@ -78,6 +183,12 @@ pub enum KeyError {
     /// (`a//b`, a leading or trailing `/`), or `.`/`..` as a segment.
     #[error("a key is segments of A-Z a-z 0-9 . _ - ~ @ : + separated by single '/'")]
     Malformed,
+    /// A key under a prefix whose keys have a fixed shape, not of it.
+    #[error("a key here is {expected}")]
+    Shape {
+        /// The shape.
+        expected: String,
+    },
 }
 
 /// Checks a key's form.
@@ -124,5 +235,36 @@ mod tests {
         assert!(check_prefix("").is_ok());
         assert!(check_prefix("names/").is_ok());
         assert!(check_prefix("names//").is_err());
+    }
+
+    #[test]
+    fn lattice_keys_have_their_shape() {
+        let key = InstanceKey::parse("instances/shop@1.2.0/vat1/0").unwrap();
+        assert_eq!(
+            (key.kind, key.version, key.vat, key.n),
+            ("shop", "1.2.0", "vat1", "0")
+        );
+        for bad in [
+            "instances/shop/vat1/0",
+            "instances/shop@/vat1/0",
+            "instances/@1/vat1/0",
+            "instances/shop@1@2/vat1/0",
+            "instances/shop@1/vat1",
+            "instances/shop@1/vat1/0/x",
+            "names/shop@1/vat1/0",
+        ] {
+            assert!(
+                matches!(InstanceKey::parse(bad), Err(KeyError::Shape { .. })),
+                "{bad:?}"
+            );
+        }
+        let key = BindingKey::parse("bindings/shop/http/default").unwrap();
+        assert_eq!(
+            (key.actor, key.provider, key.link),
+            ("shop", "http", "default")
+        );
+        for bad in ["bindings/shop/http", "bindings/shop/http/default/x"] {
+            assert!(BindingKey::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! renewing is marked gone after its lease and a watcher of `vats/` is
 //! told; a renewal brings it back; a watch resumed from an index misses
 //! nothing and repeats nothing; a client that wrote through a follower
-//! moves to the leader.
+//! moves to the leader; a host is shown the bindings of the kinds it runs
+//! and no others.
 
 // Test setup failing is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,7 +17,7 @@ use vat_directory::client::{Consistency, WatchEvent};
 use vat_directory::command::FacetKind;
 use vat_directory::machine::Change;
 use vat_directory::operator::LocalMembers;
-use vat_directory::record::{NameRecord, Record, VatRecord};
+use vat_directory::record::{BindingRecord, InstanceRecord, NameRecord, Record, VatRecord};
 use vat_directory::{DirectoryClient, DirectoryToken};
 
 /// Generous: the machine may be busy.
@@ -220,6 +221,90 @@ fn a_client_that_wrote_through_a_follower_sends_its_next_writes_to_the_leader() 
                 .await?;
             let after = directory.status().await?;
             assert_eq!(after.served_by, leader, "calls moved to the leader");
+            Ok::<_, vat_directory::DirectoryError>(())
+        })
+        .unwrap();
+    let _ = client.stop();
+    drop(members);
+}
+
+#[test]
+fn a_host_sees_the_bindings_of_the_kinds_it_runs_and_no_others() {
+    let root = tempfile::tempdir().unwrap();
+    let (members, client, admin) = cluster(root.path());
+    client
+        .block_on(move || async move {
+            let directory = DirectoryClient::new(admin.clone(), None);
+            let vat = "a".repeat(52);
+            let host = directory
+                .mint_facet(FacetKind::Host { vat: vat.clone() })
+                .await?;
+            let host = DirectoryClient::new(host, None);
+            let binding = |port: &str| {
+                Record::Binding(BindingRecord {
+                    config: [("port".to_owned(), port.to_owned())].into(),
+                })
+            };
+            let mine = "bindings/echo/http/default";
+            let theirs = "bindings/ledger/kv/default";
+            directory.put(mine, binding("8080")).await?;
+            directory.put(theirs, binding("9090")).await?;
+            // Before it runs an echo, the host is shown neither binding.
+            let listed = host.list("bindings/", Consistency::Linearizable, 0).await?;
+            assert!(listed.value.0.is_empty(), "{:?}", listed.value.0);
+            // A host registers its own instances, and no other host's.
+            let instance = Record::Instance(InstanceRecord {
+                refs: vec!["captp://example/echo".into()],
+            });
+            host.put(&format!("instances/echo@1.0.0/{vat}/0"), instance.clone())
+                .await?;
+            let refused = host
+                .put(
+                    &format!("instances/echo@1.0.0/{}a/0", "b".repeat(51)),
+                    instance,
+                )
+                .await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(vat_directory::DirectoryError::Refused {
+                        kind: vat_directory::error::RefusalKind::NotPermitted,
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+            // Running an echo, it is shown echo's binding only.
+            let listed = host.list("bindings/", Consistency::Linearizable, 0).await?;
+            let keys: Vec<_> = listed.value.0.iter().map(|e| e.key.as_str()).collect();
+            assert_eq!(keys, [mine]);
+            let read = host.get(theirs, Consistency::Linearizable).await;
+            assert!(
+                matches!(
+                    read,
+                    Err(vat_directory::DirectoryError::Refused {
+                        kind: vat_directory::error::RefusalKind::NotPermitted,
+                        ..
+                    })
+                ),
+                "{read:?}"
+            );
+            // A watch of `bindings/` carries echo's changes, never ledger's.
+            let mut watching = host.watch("bindings/", listed.index);
+            directory.put(theirs, binding("9091")).await?;
+            let changed = directory.put(mine, binding("8081")).await?;
+            let deadline = vat_env::now() + PATIENCE;
+            let mut seen = Vec::new();
+            while !seen.iter().any(|c: &Change| c.index == changed) {
+                match vat_env::timeout_at(deadline, watching.next())
+                    .await
+                    .expect("changes in time")
+                {
+                    Some(Ok(WatchEvent::Changed(changes))) => seen.extend(changes),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert!(seen.iter().all(|c| c.key == mine), "{seen:?}");
             Ok::<_, vat_directory::DirectoryError>(())
         })
         .unwrap();

@@ -112,6 +112,8 @@ struct Record {
   union {
     vat @0 :VatRecord;
     name @1 :NameRecord;
+    instance @2 :InstanceRecord;
+    binding @3 :BindingRecord;
   }
 }
 
@@ -130,6 +132,16 @@ struct Label {
 
 struct NameRecord {
   refs @0 :List(Text);
+}
+
+struct InstanceRecord {
+  # Under instances/<kind>@<version>/<vat-id>/<n>, written by the host.
+  refs @0 :List(Text);
+}
+
+struct BindingRecord {
+  # Under bindings/<actor>/<provider>/<link>, written by the operator.
+  config @0 :List(Label);
 }
 
 interface Watcher {

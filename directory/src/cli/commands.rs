@@ -150,13 +150,14 @@ pub fn run(command: Command) -> Result<(), CliError> {
             token,
             key,
             refs,
+            config,
             vat_hints,
             labels,
             lease_ms,
             read,
             who,
         } => {
-            let record = record(&key, refs, vat_hints, labels, lease_ms)?;
+            let record = record(&key, refs, config, vat_hints, labels, lease_ms)?;
             let client = client(&token, &who, Some(read))?;
             let index = oneshot(move || async move {
                 let client = client.connect();
@@ -352,38 +353,67 @@ fn init(members: Vec<String>, who: As) -> Result<(), CliError> {
 fn record(
     key: &str,
     refs: Vec<String>,
+    config: Vec<String>,
     hints: Vec<String>,
     labels: Vec<String>,
     lease_ms: u64,
 ) -> Result<Record, CliError> {
-    if key.starts_with(crate::record::VATS) {
-        let labels = labels
-            .iter()
-            .map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .ok_or_else(|| CliError::Usage(format!("a label is KEY=VALUE, not {l:?}")))
-            })
-            .collect::<Result<BTreeMap<_, _>, _>>()?;
+    use crate::record::{BindingRecord, InstanceRecord, BINDINGS, INSTANCES, VATS};
+    if key.starts_with(VATS) {
         return Ok(Record::Vat(VatRecord {
             hints,
-            labels,
+            labels: pairs("a label", &labels)?,
             lease_ms,
             expires_at_ms: 0,
             gone: false,
         }));
     }
-    if refs.is_empty() {
-        return Err(CliError::Usage(
-            "a name's record needs at least one --ref TOKEN".to_owned(),
-        ));
+    if key.starts_with(BINDINGS) {
+        return Ok(Record::Binding(BindingRecord {
+            config: pairs("a config setting", &config)?,
+        }));
     }
-    Ok(Record::Name(NameRecord { refs }))
+    let what = if key.starts_with(INSTANCES) {
+        "an instance's"
+    } else {
+        "a name's"
+    };
+    if refs.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{what} record needs at least one --ref TOKEN"
+        )));
+    }
+    Ok(if key.starts_with(INSTANCES) {
+        Record::Instance(InstanceRecord { refs })
+    } else {
+        Record::Name(NameRecord { refs })
+    })
+}
+
+/// Reads `KEY=VALUE` arguments.
+fn pairs(what: &str, items: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    items
+        .iter()
+        .map(|item| {
+            item.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| CliError::Usage(format!("{what} is KEY=VALUE, not {item:?}")))
+        })
+        .collect()
 }
 
 fn show(record: &Record) -> String {
     match record {
         Record::Name(name) => format!("name {}", name.refs.join(" ")),
+        Record::Instance(instance) => format!("instance {}", instance.refs.join(" ")),
+        Record::Binding(binding) => {
+            let config: Vec<String> = binding
+                .config
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("binding config={}", config.join(","))
+        }
         Record::Vat(vat) => {
             let labels: Vec<String> = vat.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!(

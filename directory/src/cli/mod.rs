@@ -91,16 +91,23 @@ enum Command {
         #[command(flatten)]
         who: As,
     },
-    /// Write a record: a name's sturdyrefs (`--ref`, repeatable) or a vat's
-    /// record (`--vat-hint`, `--label`, `--lease-ms`).
+    /// Write a record, of the kind its key's prefix holds: a name's or an
+    /// instance's sturdyrefs (`--ref`, repeatable), a vat's record
+    /// (`--vat-hint`, `--label`, `--lease-ms`) or a binding's config
+    /// (`--config`, repeatable).
     Put {
         /// A directory token.
         token: String,
-        /// The key, e.g. names/shop or vats/<vat-id>.
+        /// The key: names/<name>, vats/<vat-id>,
+        /// instances/<kind>@<version>/<vat-id>/<n> or
+        /// bindings/<actor>/<provider>/<link>.
         key: String,
-        /// A sturdyref for a name's record (repeatable).
+        /// A sturdyref for a name's or an instance's record (repeatable).
         #[arg(long = "ref", value_name = "TOKEN")]
         refs: Vec<String>,
+        /// A binding's setting key=value (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
         /// A location hint for a vat's record (repeatable).
         #[arg(long = "vat-hint", value_name = "HOST:PORT")]
         vat_hints: Vec<String>,
