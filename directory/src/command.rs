@@ -21,7 +21,7 @@ pub enum FacetKind {
     Admin,
     /// One host's records: write `vats/<vat>` and its own instances
     /// (`instances/<kind>@<version>/<vat>/<n>`), renew its lease; read and
-    /// watch `vats/` and `instances/`, and the bindings of the kinds it
+    /// watch `vats/`, its own instances, and the bindings of the kinds it
     /// runs an instance of, and no others (see `Machine::visible`).
     Host {
         /// The vat id (text form).
@@ -41,8 +41,9 @@ pub enum FacetKind {
 
 impl FacetKind {
     /// Whether the holder may read (and watch) `key` (or a prefix). A host
-    /// passes for all of `bindings/`; which bindings it is shown depends on
-    /// the instances it runs, which `Machine::visible` checks per key.
+    /// passes for all of `instances/` and `bindings/`; which of those it is
+    /// shown depends on the instances it runs, which `Machine::visible`
+    /// checks per key.
     pub fn may_read(&self, key: &str) -> bool {
         use crate::record::{BINDINGS, INSTANCES, VATS};
         match self {

@@ -55,7 +55,7 @@ pub fn read_record(reader: record::Reader<'_>) -> capnp::Result<Record> {
             let vat = vat?;
             Record::Vat(VatRecord {
                 hints: texts(vat.get_hints()?)?,
-                labels: labels(vat.get_labels()?)?,
+                labels: labels("labels", vat.get_labels()?)?,
                 lease_ms: vat.get_lease_ms(),
                 expires_at_ms: vat.get_expires_at_ms(),
                 gone: vat.get_gone(),
@@ -68,17 +68,19 @@ pub fn read_record(reader: record::Reader<'_>) -> capnp::Result<Record> {
             refs: texts(instance?.get_refs()?)?,
         }),
         record::Binding(binding) => Record::Binding(BindingRecord {
-            config: labels(binding?.get_config()?)?,
+            config: labels("config settings", binding?.get_config()?)?,
         }),
     })
 }
 
+/// Reads key/value pairs (`what` names them in the error for too many).
 fn labels(
+    what: &str,
     list: capnp::struct_list::Reader<'_, schema::directory_capnp::label::Owned>,
 ) -> capnp::Result<BTreeMap<String, String>> {
     if list.len() > MAX_ITEMS {
         return Err(capnp::Error::failed(format!(
-            "at most {MAX_ITEMS} labels are allowed"
+            "at most {MAX_ITEMS} {what} are allowed"
         )));
     }
     let mut map = BTreeMap::new();
@@ -91,6 +93,7 @@ fn labels(
     Ok(map)
 }
 
+/// Writes key/value pairs.
 fn set_labels(
     mut list: capnp::struct_list::Builder<'_, schema::directory_capnp::label::Owned>,
     labels: &BTreeMap<String, String>,

@@ -137,14 +137,18 @@ impl Machine {
     }
 
     /// Whether a holder of `kind` may see the record under `key` now: the
-    /// facet's prefix rule, and for a host under `bindings/`, only the
-    /// bindings of kinds it runs an instance of (least knowledge: a host
-    /// learns the bindings and configs it needs, not the lattice's).
+    /// facet's prefix rule, and for a host, only its own instances (their
+    /// tokens are authority to them) and the bindings of kinds it runs an
+    /// instance of (least knowledge: a host learns the bindings and
+    /// configs it needs, not the lattice's).
     pub fn visible(&self, kind: &FacetKind, key: &str) -> bool {
         if !kind.may_read(key) {
             return false;
         }
         match kind {
+            FacetKind::Host { vat } if key.starts_with(INSTANCES) => {
+                InstanceKey::parse(key).is_ok_and(|instance| instance.vat == vat)
+            }
             FacetKind::Host { vat } if key.starts_with(BINDINGS) => BindingKey::parse(key)
                 .is_ok_and(|binding| {
                     self.runs(vat, binding.actor) || self.runs(vat, binding.provider)
@@ -588,6 +592,10 @@ mod tests {
         assert!(m.visible(&kind, "bindings/shop/http/default"));
         assert!(!m.visible(&kind, "bindings/cart/kv/default"));
         assert!(m.visible(&kind, "instances/http@1.0.0/v1/0"));
+        assert!(
+            !m.visible(&kind, "instances/http@1.0.0/v2/0"),
+            "another host's instance tokens are not its to see"
+        );
         assert!(!m.visible(&kind, "names/anything"));
         // Its instance gone, so is its view of the binding.
         let delete = Op::Delete {

@@ -109,16 +109,7 @@ impl<'k> InstanceKey<'k> {
         let shape = || KeyError::Shape {
             expected: "instances/<kind>@<version>/<vat-id>/<n>".to_owned(),
         };
-        let rest = key.strip_prefix(INSTANCES).ok_or_else(shape)?;
-        let mut segments = rest.split('/');
-        let (Some(kind_at), Some(vat), Some(n), None) = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) else {
-            return Err(shape());
-        };
+        let [kind_at, vat, n] = three_segments(key, INSTANCES).ok_or_else(shape)?;
         let (kind, version) = kind_at.split_once('@').ok_or_else(shape)?;
         if kind.is_empty() || version.is_empty() || version.contains('@') {
             return Err(shape());
@@ -150,22 +141,20 @@ impl<'k> BindingKey<'k> {
         let shape = || KeyError::Shape {
             expected: "bindings/<actor>/<provider>/<link>".to_owned(),
         };
-        let rest = key.strip_prefix(BINDINGS).ok_or_else(shape)?;
-        let mut segments = rest.split('/');
-        match (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) {
-            (Some(actor), Some(provider), Some(link), None) => Ok(BindingKey {
-                actor,
-                provider,
-                link,
-            }),
-            _ => Err(shape()),
-        }
+        let [actor, provider, link] = three_segments(key, BINDINGS).ok_or_else(shape)?;
+        Ok(BindingKey {
+            actor,
+            provider,
+            link,
+        })
     }
+}
+
+/// The three segments of `key` after `prefix`, if it has exactly three.
+fn three_segments<'k>(key: &'k str, prefix: &str) -> Option<[&'k str; 3]> {
+    let mut segments = key.strip_prefix(prefix)?.split('/');
+    let three = [segments.next()?, segments.next()?, segments.next()?];
+    segments.next().is_none().then_some(three)
 }
 
 /// Why a key was refused.

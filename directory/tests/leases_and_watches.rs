@@ -45,6 +45,30 @@ fn vat_record(lease_ms: u64) -> Record {
     })
 }
 
+/// A client holding the host facet of `vat`.
+async fn host_facet(
+    directory: &DirectoryClient,
+    vat: &str,
+) -> Result<DirectoryClient, vat_directory::DirectoryError> {
+    let token = directory
+        .mint_facet(FacetKind::Host {
+            vat: vat.to_owned(),
+        })
+        .await?;
+    Ok(DirectoryClient::new(token, None))
+}
+
+/// Whether the directory refused a call as beyond the facet.
+fn not_permitted<T>(outcome: &Result<T, vat_directory::DirectoryError>) -> bool {
+    matches!(
+        outcome,
+        Err(vat_directory::DirectoryError::Refused {
+            kind: vat_directory::error::RefusalKind::NotPermitted,
+            ..
+        })
+    )
+}
+
 fn gone(change: &Change) -> Option<bool> {
     match &change.record {
         Some(Record::Vat(vat)) => Some(vat.gone),
@@ -60,10 +84,7 @@ fn a_vat_that_stops_renewing_is_marked_gone_and_watchers_are_told() {
         .block_on(move || async move {
             let directory = DirectoryClient::new(admin.clone(), None);
             let vat = "a".repeat(52);
-            let host = directory
-                .mint_facet(FacetKind::Host { vat: vat.clone() })
-                .await?;
-            let host = DirectoryClient::new(host, None);
+            let host = host_facet(&directory, &vat).await?;
             let key = format!("vats/{vat}");
             let mut watching = directory.watch("vats/", 0);
             // The watch starts with the prefix's state (empty).
@@ -81,16 +102,7 @@ fn a_vat_that_stops_renewing_is_marked_gone_and_watchers_are_told() {
             // A host facet writes only its own record.
             let other = format!("vats/{}", "b".repeat(52));
             let refused = host.put(&other, vat_record(3_000)).await;
-            assert!(
-                matches!(
-                    refused,
-                    Err(vat_directory::DirectoryError::Refused {
-                        kind: vat_directory::error::RefusalKind::NotPermitted,
-                        ..
-                    })
-                ),
-                "{refused:?}"
-            );
+            assert!(not_permitted(&refused), "{refused:?}");
             // Stops renewing: within its lease and a sweep, it is gone, and
             // the watcher hears of it after the registration.
             let mut seen = Vec::new();
@@ -236,10 +248,7 @@ fn a_host_sees_the_bindings_of_the_kinds_it_runs_and_no_others() {
         .block_on(move || async move {
             let directory = DirectoryClient::new(admin.clone(), None);
             let vat = "a".repeat(52);
-            let host = directory
-                .mint_facet(FacetKind::Host { vat: vat.clone() })
-                .await?;
-            let host = DirectoryClient::new(host, None);
+            let host = host_facet(&directory, &vat).await?;
             let binding = |port: &str| {
                 Record::Binding(BindingRecord {
                     config: [("port".to_owned(), port.to_owned())].into(),
@@ -258,37 +267,23 @@ fn a_host_sees_the_bindings_of_the_kinds_it_runs_and_no_others() {
             });
             host.put(&format!("instances/echo@1.0.0/{vat}/0"), instance.clone())
                 .await?;
-            let refused = host
-                .put(
-                    &format!("instances/echo@1.0.0/{}a/0", "b".repeat(51)),
-                    instance,
-                )
-                .await;
-            assert!(
-                matches!(
-                    refused,
-                    Err(vat_directory::DirectoryError::Refused {
-                        kind: vat_directory::error::RefusalKind::NotPermitted,
-                        ..
-                    })
-                ),
-                "{refused:?}"
-            );
+            let other = format!("instances/echo@1.0.0/{}a/0", "b".repeat(51));
+            let refused = host.put(&other, instance.clone()).await;
+            assert!(not_permitted(&refused), "{refused:?}");
+            // Another host's instance, registered by the operator, is not
+            // shown to this one: its tokens are authority to it.
+            directory.put(&other, instance).await?;
+            let listed = host
+                .list("instances/", Consistency::Linearizable, 0)
+                .await?;
+            let keys: Vec<_> = listed.value.0.iter().map(|e| e.key.clone()).collect();
+            assert_eq!(keys, [format!("instances/echo@1.0.0/{vat}/0")]);
             // Running an echo, it is shown echo's binding only.
             let listed = host.list("bindings/", Consistency::Linearizable, 0).await?;
             let keys: Vec<_> = listed.value.0.iter().map(|e| e.key.as_str()).collect();
             assert_eq!(keys, [mine]);
             let read = host.get(theirs, Consistency::Linearizable).await;
-            assert!(
-                matches!(
-                    read,
-                    Err(vat_directory::DirectoryError::Refused {
-                        kind: vat_directory::error::RefusalKind::NotPermitted,
-                        ..
-                    })
-                ),
-                "{read:?}"
-            );
+            assert!(not_permitted(&read), "{read:?}");
             // A watch of `bindings/` carries echo's changes, never ledger's.
             let mut watching = host.watch("bindings/", listed.index);
             directory.put(theirs, binding("9091")).await?;
