@@ -14,7 +14,7 @@ use crate::command::MembershipChange;
 use crate::command::{ClientId, FacetId, FacetKind, Op, Request};
 use crate::convert::{self, Done, MAX_LIST};
 use crate::error::{DirectoryError, RefusalKind};
-use crate::machine::Change;
+use crate::machine::{Change, Machine};
 use crate::member::{wall_ms, Cluster, DirectoryMember};
 use crate::record::{check_key, check_prefix};
 use crate::types::Member;
@@ -619,12 +619,6 @@ impl watch_handle::Server for HandleServer {
     }
 }
 
-/// A change and whether the watch's facet may see it.
-struct Marked {
-    change: Change,
-    visible: bool,
-}
-
 /// One watch: sends the changes under its prefix after `from` that its
 /// facet may see, in log order, one call at a time (the watcher's pace
 /// bounds what is queued).
@@ -656,20 +650,17 @@ impl Watch {
             let pending = self.pending();
             let sent = match pending {
                 None => self.reset().await,
-                Some((changes, _)) if changes.is_empty() => {
-                    // Wake now and then to notice a dropped handle.
-                    let _ = vat_env::timeout(std::time::Duration::from_secs(1), notified).await;
-                    continue;
-                }
-                Some((changes, seen)) if changes.iter().all(|c| !c.visible) => {
+                Some((shown, seen)) if shown.is_empty() && seen > self.from => {
                     // Nothing this facet may see: move past it unsent.
                     self.from = seen;
                     continue;
                 }
-                Some((changes, _)) => {
-                    let shown = changes.into_iter().filter(|c| c.visible);
-                    self.send(shown.map(|c| c.change).collect()).await
+                Some((shown, _)) if shown.is_empty() => {
+                    // Wake now and then to notice a dropped handle.
+                    let _ = vat_env::timeout(std::time::Duration::from_secs(1), notified).await;
+                    continue;
                 }
+                Some((shown, _)) => self.send(shown).await,
             };
             if sent.is_err() {
                 return;
@@ -677,25 +668,20 @@ impl Watch {
         }
     }
 
-    /// The changes after `from` under the prefix, each marked with
-    /// whether the facet may see it, and the index of the last; `None` if
-    /// the history no longer reaches back to `from`.
-    fn pending(&self) -> Option<(Vec<Marked>, u64)> {
+    /// The changes after `from` under the prefix that the facet may see,
+    /// and the index of the last change there, seen or not; `None` if the
+    /// history no longer reaches back to `from`.
+    fn pending(&self) -> Option<(Vec<Change>, u64)> {
         let machine = self.member.machine();
         let machine = machine.borrow();
         let changes = machine.changes_after(self.from, &self.prefix)?;
-        let kind = machine.facet(&self.facet);
         let seen = changes.last().map_or(self.from, |c| c.index);
-        let marked = changes
+        let kind = machine.facet(&self.facet);
+        let shown = changes
             .into_iter()
-            .map(|change| Marked {
-                visible: kind
-                    .as_ref()
-                    .is_some_and(|kind| machine.visible(kind, &change.key)),
-                change,
-            })
+            .filter(|change| shows(&machine, kind.as_ref(), &change.key))
             .collect();
-        Some((marked, seen))
+        Some((shown, seen))
     }
 
     async fn reset(&mut self) -> Result<(), Error> {
@@ -706,7 +692,7 @@ impl Watch {
             let kind = machine.facet(&self.facet);
             let entries: Vec<_> = machine
                 .list(&self.prefix)
-                .filter(|(key, _)| kind.as_ref().is_some_and(|k| machine.visible(k, key)))
+                .filter(|(key, _)| shows(&machine, kind.as_ref(), key))
                 .collect();
             let mut params = request.get();
             params.set_index(machine.applied());
@@ -739,6 +725,11 @@ impl Watch {
         }
         Ok(())
     }
+}
+
+/// Whether a watch's facet (`None` once revoked) may see `key`.
+fn shows(machine: &Machine, kind: Option<&FacetKind>, key: &str) -> bool {
+    kind.is_some_and(|kind| machine.visible(kind, key))
 }
 
 struct MemberObject {
