@@ -41,17 +41,17 @@ pub enum FacetKind {
 
 impl FacetKind {
     /// Whether the holder may read (and watch) `key` (or a prefix). A host
-    /// passes for all of `instances/` and `bindings/`; which of those it is
-    /// shown depends on the instances it runs, which `Machine::visible`
-    /// checks per key.
+    /// passes for all of `instances/`, `bindings/` and `grants/`; which of
+    /// those it is shown depends on the instances it runs, which
+    /// `Machine::visible` checks per key.
     pub fn may_read(&self, key: &str) -> bool {
-        use crate::record::{BINDINGS, INSTANCES, VATS};
+        use crate::record::{BINDINGS, GRANTS, INSTANCES, VATS};
         match self {
             FacetKind::Admin => true,
             FacetKind::Host { .. } => {
                 // A prefix shorter than one of these (`""`, `inst`) would
                 // ask for more than a host may see.
-                [VATS, INSTANCES, BINDINGS]
+                [VATS, INSTANCES, BINDINGS, GRANTS]
                     .iter()
                     .any(|prefix| key.starts_with(prefix))
             }
@@ -68,6 +68,7 @@ impl FacetKind {
             FacetKind::Host { vat } => {
                 key.strip_prefix(crate::record::VATS) == Some(vat.as_str())
                     || crate::record::InstanceKey::parse(key).is_ok_and(|k| k.vat == vat)
+                    || crate::record::GrantKey::parse(key).is_ok_and(|k| k.vat == vat)
             }
             FacetKind::Reader { .. } => false,
             FacetKind::Writer { prefix } => key.starts_with(prefix.as_str()),

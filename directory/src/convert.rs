@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 
 use capnp::text_list;
-use schema::directory_capnp::{change, entry, outcome, record, refused, status};
+use schema::directory_capnp::{change, entry, grant_record, outcome, record, refused, status};
 
 use crate::command::Refusal;
 use crate::error::{DirectoryError, RefusalKind};
 use crate::machine::Change;
-use crate::record::{BindingRecord, InstanceRecord, NameRecord, Record, VatRecord};
+use crate::record::{
+    BindingRecord, GrantOutcome, GrantRecord, InstanceRecord, NameRecord, Record, VatRecord,
+};
 
 /// The most entries a `list` answers at once.
 pub const MAX_LIST: u32 = 1000;
@@ -28,6 +30,10 @@ pub struct Done {
     /// For a write a follower forwarded: the vat id of the leader that
     /// committed it (empty otherwise).
     pub leader: String,
+}
+
+fn owned(text: capnp::text::Reader<'_>) -> capnp::Result<String> {
+    Ok(text.to_string()?)
 }
 
 fn texts(list: text_list::Reader<'_>) -> capnp::Result<Vec<String>> {
@@ -70,6 +76,17 @@ pub fn read_record(reader: record::Reader<'_>) -> capnp::Result<Record> {
         record::Binding(binding) => Record::Binding(BindingRecord {
             config: labels("config settings", binding?.get_config()?)?,
         }),
+        record::Grant(grant) => {
+            let grant = grant?;
+            let outcome = match grant.which()? {
+                grant_record::Token(token) => GrantOutcome::Granted(owned(token?)?),
+                grant_record::Failed(why) => GrantOutcome::Failed(owned(why?)?),
+            };
+            Record::Grant(GrantRecord {
+                config_digest: owned(grant.get_config_digest()?)?,
+                outcome,
+            })
+        }
     })
 }
 
@@ -136,6 +153,14 @@ pub fn write_record(builder: record::Builder<'_>, record: &Record) {
                 out.init_config(binding.config.len() as u32),
                 &binding.config,
             );
+        }
+        Record::Grant(grant) => {
+            let mut out = builder.init_grant();
+            out.set_config_digest(grant.config_digest.as_str());
+            match &grant.outcome {
+                GrantOutcome::Granted(token) => out.set_token(token.as_str()),
+                GrantOutcome::Failed(why) => out.set_failed(why.as_str()),
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::command::{
     ClientId, FacetId, FacetKind, FacetRecord, Facets, Op, Refusal, Request, Response,
 };
 use crate::record::{
-    check_key, BindingKey, InstanceKey, Record, BINDINGS, INSTANCES, MAX_RECORDS_PER_FACET,
+    check_key, BindingKey, GrantKey, InstanceKey, Record, BINDINGS, GRANTS, INSTANCES, MAX_RECORDS_PER_FACET,
     MAX_RECORD_BYTES, NAMES, VATS,
 };
 
@@ -147,13 +147,61 @@ impl Machine {
         }
         match kind {
             FacetKind::Host { vat } if key.starts_with(INSTANCES) => {
-                InstanceKey::parse(key).is_ok_and(|instance| instance.vat == vat)
+                self.host_sees_instance(vat, key)
             }
             FacetKind::Host { vat } if key.starts_with(BINDINGS) => BindingKey::parse(key)
                 .is_ok_and(|binding| {
                     self.runs(vat, binding.actor) || self.runs(vat, binding.provider)
                 }),
+            // A grant's token is the actor's authority to the provider: only
+            // hosts of the actor, and the provider instance's own host.
+            FacetKind::Host { vat } if key.starts_with(GRANTS) => GrantKey::parse(key)
+                .is_ok_and(|grant| grant.vat == vat || self.runs(vat, grant.binding.actor)),
             _ => true,
+        }
+    }
+
+    /// Whether a host may see the instances of `kind` at `key`: its own,
+    /// and those of an actor bound to a provider it runs (the provider's
+    /// instances call the actor's).
+    fn host_sees_instance(&self, vat: &str, key: &str) -> bool {
+        let Ok(instance) = InstanceKey::parse(key) else {
+            return false;
+        };
+        if instance.vat == vat {
+            return true;
+        }
+        let prefix = format!("{BINDINGS}{}/", instance.kind);
+        let bound = self.list(&prefix).any(|(binding, _)| {
+            BindingKey::parse(binding).is_ok_and(|b| self.runs(vat, b.provider))
+        });
+        bound
+    }
+
+    /// A host writes the grant of a binding only for a provider instance
+    /// it registered, and only while the binding exists: a host cannot
+    /// offer itself to an actor as a provider it does not run.
+    fn check_grant(&self, vat: &str, key: &str) -> Result<(), Refusal> {
+        let Ok(grant) = GrantKey::parse(key) else {
+            return Ok(());
+        };
+        let bound = self
+            .data
+            .records
+            .contains_key(&format!(
+                "{BINDINGS}{}/{}/{}",
+                grant.binding.actor, grant.binding.provider, grant.binding.link
+            ));
+        let prefix = format!("{INSTANCES}{}@", grant.binding.provider);
+        let runs_it = self.list(&prefix).any(|(key, _)| {
+            InstanceKey::parse(key).is_ok_and(|i| {
+                i.kind == grant.binding.provider && i.vat == vat && i.n == grant.n
+            })
+        });
+        if bound && runs_it {
+            Ok(())
+        } else {
+            Err(Refusal::NotPermitted)
         }
     }
 
@@ -262,6 +310,9 @@ impl Machine {
                     });
                 }
                 check_kind(key, record)?;
+                if let FacetKind::Host { vat } = &kind {
+                    self.check_grant(vat, key)?;
+                }
                 let mut record = record.clone();
                 if let Record::Vat(vat) = &mut record {
                     vat.expires_at_ms = self.data.clock_ms.saturating_add(vat.lease_ms);
@@ -274,9 +325,17 @@ impl Machine {
                 if !kind.may_write(key) {
                     return Err(Refusal::NotPermitted);
                 }
-                if let Some(old) = self.data.records.remove(key) {
-                    self.charge(&old.writer, -1);
-                    self.changed(index, key, None);
+                self.remove(index, key);
+                // A binding's grants go with it: they answer nothing else.
+                if let Ok(binding) = BindingKey::parse(key) {
+                    let prefix = format!(
+                        "{GRANTS}{}/{}/{}/",
+                        binding.actor, binding.provider, binding.link
+                    );
+                    let grants: Vec<String> = self.list(&prefix).map(|(k, _)| k.clone()).collect();
+                    for grant in grants {
+                        self.remove(index, &grant);
+                    }
                 }
                 Ok(())
             }
@@ -343,6 +402,13 @@ impl Machine {
                 }
                 Ok(())
             }
+        }
+    }
+
+    fn remove(&mut self, index: u64, key: &str) {
+        if let Some(old) = self.data.records.remove(key) {
+            self.charge(&old.writer, -1);
+            self.changed(index, key, None);
         }
     }
 
@@ -445,6 +511,7 @@ fn check_kind(key: &str, record: &Record) -> Result<(), Refusal> {
         Record::Name(_) => (NAMES, "name"),
         Record::Instance(_) => (INSTANCES, "instance"),
         Record::Binding(_) => (BINDINGS, "binding"),
+        Record::Grant(_) => (GRANTS, "grant"),
     };
     if !key.starts_with(home) {
         return Err(Refusal::WrongKind {
@@ -455,6 +522,7 @@ fn check_kind(key: &str, record: &Record) -> Result<(), Refusal> {
     match record {
         Record::Instance(_) => InstanceKey::parse(key).map(drop),
         Record::Binding(_) => BindingKey::parse(key).map(drop),
+        Record::Grant(_) => GrantKey::parse(key).map(drop),
         Record::Vat(_) | Record::Name(_) => Ok(()),
     }
     .map_err(Refusal::Key)
@@ -606,6 +674,74 @@ mod tests {
             Response::Done { index: 6 }
         );
         assert!(!m.visible(&kind, "bindings/shop/http/default"));
+    }
+
+    fn grant(key: &str) -> Op {
+        Op::Put {
+            key: key.to_owned(),
+            record: Record::Grant(crate::record::GrantRecord {
+                config_digest: "d".into(),
+                outcome: crate::record::GrantOutcome::Granted("captp://g".into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn grants_come_from_the_providers_hosts_and_reach_the_actors_hosts_only() {
+        let mut m = Machine::new(ADMIN);
+        let (provider_host, actor_host, other_host) = ([3; 32], [4; 32], [5; 32]);
+        let kinds = [("p", provider_host), ("a", actor_host), ("o", other_host)]
+            .map(|(vat, id)| (FacetKind::Host { vat: vat.into() }, id));
+        let mut n = 0;
+        let mut apply = |m: &mut Machine, facet: FacetId, op: Op| {
+            n += 1;
+            m.apply(n, &as_host(facet, n, op))
+        };
+        for (kind, id) in &kinds {
+            let mint = Op::MintFacet {
+                id: *id,
+                kind: kind.clone(),
+            };
+            assert!(matches!(apply(&mut m, ADMIN, mint), Response::Done { .. }));
+        }
+        let key = "grants/shop/http/default/p/0";
+        // No binding yet, no instance yet: refused.
+        assert_eq!(
+            apply(&mut m, provider_host, grant(key)),
+            Response::Refused(Refusal::NotPermitted)
+        );
+        apply(&mut m, ADMIN, binding("bindings/shop/http/default"));
+        assert_eq!(
+            apply(&mut m, provider_host, grant(key)),
+            Response::Refused(Refusal::NotPermitted),
+            "a host that runs no such provider instance cannot grant"
+        );
+        apply(&mut m, provider_host, instance("instances/http@1/p/0"));
+        apply(&mut m, actor_host, instance("instances/shop@1/a/0"));
+        assert!(matches!(
+            apply(&mut m, provider_host, grant(key)),
+            Response::Done { .. }
+        ));
+        // Another host cannot write a grant in the provider host's name.
+        assert_eq!(
+            apply(&mut m, other_host, grant(key)),
+            Response::Refused(Refusal::NotPermitted)
+        );
+        let [(provider, _), (actor, _), (other, _)] = &kinds;
+        assert!(m.visible(provider, key) && m.visible(actor, key));
+        assert!(!m.visible(other, key));
+        // The provider's host sees the bound actor's instances; the actor's
+        // host does not see the provider's, nor does anyone else.
+        assert!(m.visible(provider, "instances/shop@1/a/0"));
+        assert!(!m.visible(actor, "instances/http@1/p/0"));
+        assert!(!m.visible(other, "instances/shop@1/a/0"));
+        // Removing the binding removes its grants.
+        let delete = Op::Delete {
+            key: "bindings/shop/http/default".into(),
+        };
+        assert!(matches!(apply(&mut m, ADMIN, delete), Response::Done { .. }));
+        assert!(m.get(key).is_none());
+        assert!(!m.visible(provider, "instances/shop@1/a/0"));
     }
 
     #[test]

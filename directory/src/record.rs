@@ -28,6 +28,11 @@ pub const INSTANCES: &str = "instances/";
 /// by the operator.
 pub const BINDINGS: &str = "bindings/";
 
+/// The prefix of grants: `grants/<actor>/<provider>/<link>/<vat-id>/<n>`,
+/// written by the host running provider instance `n`: how that instance
+/// took the binding.
+pub const GRANTS: &str = "grants/";
+
 /// One record of the directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -39,6 +44,8 @@ pub enum Record {
     Instance(InstanceRecord),
     /// A binding of an actor kind to a provider kind (`bindings/...`).
     Binding(BindingRecord),
+    /// How one provider instance took a binding (`grants/...`).
+    Grant(GrantRecord),
 }
 
 impl Record {
@@ -87,6 +94,27 @@ pub struct InstanceRecord {
 pub struct BindingRecord {
     /// The provider's settings for this binding (`port=8080`, ...).
     pub config: BTreeMap<String, String>,
+}
+
+/// How one provider instance took a binding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// The digest of the binding's config the instance applied (hex
+    /// SHA-256 of its settings in key order), so a reader tells a grant of
+    /// the current config from one of an earlier.
+    pub config_digest: String,
+    /// What came of it.
+    pub outcome: GrantOutcome,
+}
+
+/// What came of a provider instance's binding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrantOutcome {
+    /// Provisioned: the token of the capability the instance grants the
+    /// actor's instances under this binding.
+    Granted(String),
+    /// Not provisioned: why, in the provider's words.
+    Failed(String),
 }
 
 /// Where an instance record lives: `instances/<kind>@<version>/<vat>/<n>`.
@@ -150,11 +178,50 @@ impl<'k> BindingKey<'k> {
     }
 }
 
+/// Where a grant lives: `grants/<actor>/<provider>/<link>/<vat>/<n>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantKey<'k> {
+    /// The binding it answers.
+    pub binding: BindingKey<'k>,
+    /// The vat of the provider instance.
+    pub vat: &'k str,
+    /// The provider instance's number on that vat.
+    pub n: &'k str,
+}
+
+impl<'k> GrantKey<'k> {
+    /// Reads a key of that shape (its characters are checked by
+    /// [`check_key`]).
+    pub fn parse(key: &'k str) -> Result<GrantKey<'k>, KeyError> {
+        let shape = || KeyError::Shape {
+            expected: "grants/<actor>/<provider>/<link>/<vat-id>/<n>".to_owned(),
+        };
+        let [actor, provider, link, vat, n] = segments(key, GRANTS).ok_or_else(shape)?;
+        Ok(GrantKey {
+            binding: BindingKey {
+                actor,
+                provider,
+                link,
+            },
+            vat,
+            n,
+        })
+    }
+}
+
 /// The three segments of `key` after `prefix`, if it has exactly three.
 fn three_segments<'k>(key: &'k str, prefix: &str) -> Option<[&'k str; 3]> {
-    let mut segments = key.strip_prefix(prefix)?.split('/');
-    let three = [segments.next()?, segments.next()?, segments.next()?];
-    segments.next().is_none().then_some(three)
+    segments(key, prefix)
+}
+
+/// The `N` segments of `key` after `prefix`, if it has exactly `N`.
+fn segments<'k, const N: usize>(key: &'k str, prefix: &str) -> Option<[&'k str; N]> {
+    let mut parts = key.strip_prefix(prefix)?.split('/');
+    let mut out = [""; N];
+    for slot in &mut out {
+        *slot = parts.next()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// Why a key was refused.
@@ -254,6 +321,15 @@ mod tests {
         );
         for bad in ["bindings/shop/http", "bindings/shop/http/default/x"] {
             assert!(BindingKey::parse(bad).is_err(), "{bad:?}");
+        }
+        let key = GrantKey::parse("grants/shop/http/default/vat1/0").unwrap();
+        assert_eq!(
+            (key.binding.actor, key.binding.provider, key.binding.link),
+            ("shop", "http", "default")
+        );
+        assert_eq!((key.vat, key.n), ("vat1", "0"));
+        for bad in ["grants/shop/http/default/vat1", "grants/a/b/c/d/e/f"] {
+            assert!(GrantKey::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -114,6 +114,7 @@ struct Record {
     name @1 :NameRecord;
     instance @2 :InstanceRecord;
     binding @3 :BindingRecord;
+    grant @4 :GrantRecord;
   }
 }
 
@@ -142,6 +143,16 @@ struct InstanceRecord {
 struct BindingRecord {
   # Under bindings/<actor>/<provider>/<link>, written by the operator.
   config @0 :List(Label);
+}
+
+struct GrantRecord {
+  # Under grants/<actor>/<provider>/<link>/<vat-id>/<n>, written by the host
+  # running provider instance n: how that instance took the binding.
+  configDigest @0 :Text;   # the binding's config it applied (hex SHA-256)
+  union {
+    token @1 :Text;        # it provisioned: the capability it grants the actor
+    failed @2 :Text;       # it could not: why (port in use, ...)
+  }
 }
 
 interface Watcher {

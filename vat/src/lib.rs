@@ -53,6 +53,7 @@
 // The code `#[vat::object]` writes names this crate `::vat`, here too.
 extern crate self as vat;
 
+mod caretaker;
 mod core;
 pub mod demo;
 mod error;
@@ -70,6 +71,7 @@ mod seal;
 pub mod sturdy;
 pub mod supervise;
 
+pub use caretaker::{Caretaker, Revoker};
 pub use error::{Error, ErrorKind};
 pub use far::export;
 pub use handle::{

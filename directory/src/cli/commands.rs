@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::client::{Consistency, Read, WatchEvent};
 use crate::command::FacetKind;
 use crate::convert::StatusInfo;
-use crate::record::{NameRecord, Record, VatRecord};
+use crate::record::{GrantOutcome, NameRecord, Record, VatRecord};
 use crate::{DirectoryClient, DirectoryError, DirectoryToken};
 use sturdyrefs::SturdyRef;
 use vat::net::Identity;
@@ -414,6 +414,15 @@ fn show(record: &Record) -> String {
                 .collect();
             format!("binding config={}", config.join(","))
         }
+        Record::Grant(grant) => match &grant.outcome {
+            // The token is the actor's authority: shown as granted, never printed.
+            GrantOutcome::Granted(_) => format!("grant granted config={}", grant.config_digest),
+            GrantOutcome::Failed(why) => format!(
+                "grant failed config={}: {}",
+                grant.config_digest,
+                captp::log::Untrusted(why)
+            ),
+        },
         Record::Vat(vat) => {
             let labels: Vec<String> = vat.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!(
