@@ -10,8 +10,8 @@ use crate::command::{
     ClientId, FacetId, FacetKind, FacetRecord, Facets, Op, Refusal, Request, Response,
 };
 use crate::record::{
-    check_key, BindingKey, GrantKey, InstanceKey, Record, BINDINGS, GRANTS, INSTANCES, MAX_RECORDS_PER_FACET,
-    MAX_RECORD_BYTES, NAMES, VATS,
+    check_key, BindingKey, GrantKey, InstanceKey, Record, BINDINGS, GRANTS, INSTANCES,
+    MAX_RECORDS_PER_FACET, MAX_RECORD_BYTES, NAMES, VATS,
 };
 
 /// How many answers per client the session table keeps at most (a client
@@ -185,18 +185,14 @@ impl Machine {
         let Ok(grant) = GrantKey::parse(key) else {
             return Ok(());
         };
-        let bound = self
-            .data
-            .records
-            .contains_key(&format!(
-                "{BINDINGS}{}/{}/{}",
-                grant.binding.actor, grant.binding.provider, grant.binding.link
-            ));
+        let bound = self.data.records.contains_key(&format!(
+            "{BINDINGS}{}/{}/{}",
+            grant.binding.actor, grant.binding.provider, grant.binding.link
+        ));
         let prefix = format!("{INSTANCES}{}@", grant.binding.provider);
         let runs_it = self.list(&prefix).any(|(key, _)| {
-            InstanceKey::parse(key).is_ok_and(|i| {
-                i.kind == grant.binding.provider && i.vat == vat && i.n == grant.n
-            })
+            InstanceKey::parse(key)
+                .is_ok_and(|i| i.kind == grant.binding.provider && i.vat == vat && i.n == grant.n)
         });
         if bound && runs_it {
             Ok(())
@@ -739,7 +735,10 @@ mod tests {
         let delete = Op::Delete {
             key: "bindings/shop/http/default".into(),
         };
-        assert!(matches!(apply(&mut m, ADMIN, delete), Response::Done { .. }));
+        assert!(matches!(
+            apply(&mut m, ADMIN, delete),
+            Response::Done { .. }
+        ));
         assert!(m.get(key).is_none());
         assert!(!m.visible(provider, "instances/shop@1/a/0"));
     }

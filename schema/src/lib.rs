@@ -14,6 +14,8 @@
 //!   and calling every member.
 //! - [`directory_capnp`]: the replicated directory: its facets, records,
 //!   watches, members' own object and the Raft messages between members.
+//! - [`lattice_capnp`]: hosts of the lattice and the interfaces of the
+//!   providers shipped with it (HTTP, key-value).
 
 #![forbid(unsafe_code)]
 

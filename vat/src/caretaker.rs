@@ -3,12 +3,11 @@
 //!
 //! ```
 //! use schema::demo_capnp::counter;
-//! use vat::Caretaker;
 //!
 //! let vat = vat::VatHandle::start("doc").unwrap();
 //! let (before, after) = vat.run_async(|| async {
 //!     let counter: counter::Client = vat::export(vat::demo::Counter::default());
-//!     let (granted, revoker) = Caretaker::new(counter.client);
+//!     let (granted, revoker) = vat::caretaker(counter.client);
 //!     let granted: counter::Client = capnp::capability::FromClientHook::new(granted.hook);
 //!     let mut add = granted.add_request();
 //!     add.get().set_by(1);
@@ -25,19 +24,14 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use capnp::any_pointer;
 use capnp::capability::{Promise, Request};
 use capnp::private::capability::{ClientHook, ParamsHook, ResultsHook};
-use capnp::any_pointer;
 
 use crate::error::{Error, ErrorKind};
 use crate::hook::{front, Front};
 
-/// Makes revocable capabilities: [`Caretaker::new`] gives the capability to
-/// hand out and the [`Revoker`] to keep.
-#[derive(Debug)]
-pub struct Caretaker;
-
-/// Ends the capability its [`Caretaker`] made: every later call on it, and
+/// Ends the capability its [`caretaker`] made: every later call on it, and
 /// on every copy of it in any vat, fails with
 /// [`Revoked`](ErrorKind::Revoked). Dropping the revoker does not revoke.
 #[derive(Clone)]
@@ -53,20 +47,16 @@ impl std::fmt::Debug for Revoker {
     }
 }
 
-impl Caretaker {
-    /// A capability forwarding every call to `target` until the returned
-    /// revoker revokes it. It has an identity of its own: handed back to
-    /// this vat it is never taken for `target`.
-    pub fn new(target: capnp::capability::Client) -> (capnp::capability::Client, Revoker) {
-        let state = Rc::new(Care {
-            target: RefCell::new(Some(target.hook)),
-            reason: RefCell::new(String::new()),
-        });
-        (
-            front(Rc::clone(&state)),
-            Revoker { state },
-        )
-    }
+/// A capability forwarding every call to `target` until the returned
+/// revoker revokes it: the capability to hand out and the [`Revoker`] to
+/// keep. It has an identity of its own: handed back to this vat it is never
+/// taken for `target`.
+pub fn caretaker(target: capnp::capability::Client) -> (capnp::capability::Client, Revoker) {
+    let state = Rc::new(Care {
+        target: RefCell::new(Some(target.hook)),
+        reason: RefCell::new(String::new()),
+    });
+    (front(Rc::clone(&state)), Revoker { state })
 }
 
 impl Revoker {

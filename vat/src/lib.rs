@@ -71,7 +71,7 @@ mod seal;
 pub mod sturdy;
 pub mod supervise;
 
-pub use caretaker::{Caretaker, Revoker};
+pub use caretaker::{caretaker, Revoker};
 pub use error::{Error, ErrorKind};
 pub use far::export;
 pub use handle::{

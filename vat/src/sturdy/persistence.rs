@@ -240,6 +240,11 @@ impl Persistence {
         *self.inner.hints.borrow_mut() = hints;
     }
 
+    /// The location hints tokens are minted with.
+    pub fn hints(&self) -> Vec<LocationHint> {
+        self.inner.hints.borrow().clone()
+    }
+
     /// Lets tokens name objects of kind `K`: restoring one revives the
     /// object from its stored state.
     pub fn register<K: Durable>(&self) {

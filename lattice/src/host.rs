@@ -1,0 +1,472 @@
+//! A host: a vat joined to a lattice. It registers itself (a lease it
+//! renews), starts and stops instances of the kinds its program registered
+//! factories for, registers each in the directory, and keeps every
+//! instance's bindings applied (see [`crate::apply`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use sturdyrefs::{MintOptions, SturdyRef};
+use tokio::sync::Notify;
+use vat::net::Identity;
+use vat::sturdy::Persistence;
+use vat_directory::record::{InstanceRecord, Record, VatRecord, INSTANCES, VATS};
+use vat_directory::DirectoryClient;
+
+use crate::actor::{ActorContext, Links};
+use crate::apply::Applied;
+use crate::error::LatticeError;
+use crate::kind::{Kind, Role};
+use crate::provider::{Provider, ProviderContext};
+
+/// Makes an actor instance: the capability other objects call.
+pub type ActorFactory = Rc<dyn Fn(&ActorContext) -> Result<capnp::capability::Client, vat::Error>>;
+/// Makes a provider instance.
+pub type ProviderFactory = Rc<dyn Fn(&ProviderContext) -> Result<Box<dyn Provider>, vat::Error>>;
+
+/// How long a host's lease lasts unless set: it renews every third of it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// How often a host re-reads its bindings even without a change.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The object kind of instances' and grants' tokens in the host's store.
+const TOKEN_KIND: &str = "lattice.instance";
+
+/// The factories a host's program offers, and its settings.
+pub struct HostBuilder {
+    actors: BTreeMap<Kind, ActorFactory>,
+    providers: BTreeMap<Kind, ProviderFactory>,
+    lease: Duration,
+    labels: BTreeMap<String, String>,
+}
+
+impl Default for HostBuilder {
+    fn default() -> HostBuilder {
+        HostBuilder::new()
+    }
+}
+
+impl HostBuilder {
+    /// A host with no factories.
+    pub fn new() -> HostBuilder {
+        HostBuilder {
+            actors: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            lease: DEFAULT_LEASE,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Offers actors of `kind`, made by `factory`.
+    pub fn actor(
+        mut self,
+        kind: Kind,
+        factory: impl Fn(&ActorContext) -> Result<capnp::capability::Client, vat::Error> + 'static,
+    ) -> HostBuilder {
+        self.actors.insert(kind, Rc::new(factory));
+        self
+    }
+
+    /// Offers providers of `kind`, made by `factory`.
+    pub fn provider(
+        mut self,
+        kind: Kind,
+        factory: impl Fn(&ProviderContext) -> Result<Box<dyn Provider>, vat::Error> + 'static,
+    ) -> HostBuilder {
+        self.providers.insert(kind, Rc::new(factory));
+        self
+    }
+
+    /// The host's lease (default [`DEFAULT_LEASE`]).
+    pub fn lease(mut self, lease: Duration) -> HostBuilder {
+        self.lease = lease;
+        self
+    }
+
+    /// A label of the host's vat record (`zone=eu`).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> HostBuilder {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Joins the lattice whose directory `directory` (this vat's host
+    /// facet) records: registers the vat, clears what an earlier run of it
+    /// left registered, and starts renewing its lease and applying its
+    /// bindings. `persistence` (serving, with hints) mints the tokens of
+    /// its instances; `identity` is proven on the connections it makes.
+    /// Must be called in the vat.
+    pub async fn join(
+        self,
+        directory: DirectoryClient,
+        persistence: Persistence,
+        identity: Option<Identity>,
+    ) -> Result<Host, LatticeError> {
+        let vat = persistence.vat().to_string();
+        let hints = persistence.hints().iter().map(|h| h.to_string()).collect();
+        let record = Record::Vat(VatRecord {
+            hints,
+            labels: self.labels,
+            lease_ms: u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX),
+            expires_at_ms: 0,
+            gone: false,
+        });
+        directory.put(&format!("{VATS}{vat}"), record).await?;
+        let host = Host {
+            inner: Rc::new(Inner {
+                vat,
+                directory,
+                persistence,
+                identity,
+                actors: self.actors,
+                providers: self.providers,
+                running: RefCell::new(BTreeMap::new()),
+                next: Cell::new(0),
+                changed: Notify::new(),
+                applied: RefCell::new(Applied::default()),
+                stopped: Cell::new(false),
+            }),
+        };
+        host.clear_earlier_run().await?;
+        crate::apply::start(&host);
+        host.renew_lease(self.lease);
+        tracing::info!(host = %host.inner.vat, "joined the lattice");
+        Ok(host)
+    }
+}
+
+/// A host of the lattice, in its vat. Clones share it.
+#[derive(Clone)]
+pub struct Host {
+    pub(crate) inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("vat", &self.inner.vat)
+            .field("instances", &self.inventory())
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) vat: String,
+    pub(crate) directory: DirectoryClient,
+    pub(crate) persistence: Persistence,
+    pub(crate) identity: Option<Identity>,
+    actors: BTreeMap<Kind, ActorFactory>,
+    providers: BTreeMap<Kind, ProviderFactory>,
+    pub(crate) running: RefCell<BTreeMap<u64, Running>>,
+    next: Cell<u64>,
+    /// Woken when the bindings may need applying again.
+    pub(crate) changed: Notify,
+    pub(crate) applied: RefCell<Applied>,
+    pub(crate) stopped: Cell<bool>,
+}
+
+/// One instance this host runs.
+pub(crate) struct Running {
+    pub(crate) kind: Kind,
+    pub(crate) key: String,
+    pub(crate) what: Instance,
+}
+
+pub(crate) enum Instance {
+    Actor {
+        client: capnp::capability::Client,
+        links: Links,
+        token: SturdyRef,
+        object: sturdyrefs::ObjectRef,
+    },
+    Provider {
+        provider: Rc<RefCell<Box<dyn Provider>>>,
+    },
+}
+
+/// What runs on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Actor or provider.
+    pub role: Role,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its number on the host.
+    pub number: u64,
+    /// Its directory key.
+    pub key: String,
+}
+
+impl Host {
+    /// This host's vat id.
+    pub fn vat(&self) -> &str {
+        &self.inner.vat
+    }
+
+    /// What runs here, by number.
+    pub fn inventory(&self) -> Vec<InstanceInfo> {
+        self.inner
+            .running
+            .borrow()
+            .iter()
+            .map(|(number, running)| InstanceInfo {
+                role: match running.what {
+                    Instance::Actor { .. } => Role::Actor,
+                    Instance::Provider { .. } => Role::Provider,
+                },
+                kind: running.kind.clone(),
+                number: *number,
+                key: running.key.clone(),
+            })
+            .collect()
+    }
+
+    /// The kinds this host's program can start.
+    pub fn factories(&self) -> Vec<(Role, Kind)> {
+        let actors = self.inner.actors.keys().map(|k| (Role::Actor, k.clone()));
+        let providers = self
+            .inner
+            .providers
+            .keys()
+            .map(|k| (Role::Provider, k.clone()));
+        actors.chain(providers).collect()
+    }
+
+    /// Picks the registered kind `name` at `version`, or at its only
+    /// version when `version` is `None`.
+    fn pick(&self, role: Role, name: &str, version: Option<&str>) -> Result<Kind, LatticeError> {
+        let kinds: Vec<&Kind> = match role {
+            Role::Actor => self.inner.actors.keys().collect(),
+            Role::Provider => self.inner.providers.keys().collect(),
+        };
+        let matching: Vec<&Kind> = kinds
+            .into_iter()
+            .filter(|k| k.name == name && version.is_none_or(|v| k.version == v))
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(LatticeError::NoFactory {
+                role,
+                name: captp::log::Untrusted(name).to_string(),
+                version: version.map(|v| captp::log::Untrusted(v).to_string()),
+            }),
+            several => Err(LatticeError::AmbiguousVersion {
+                role,
+                name: name.to_owned(),
+                versions: several.iter().map(|k| k.version.clone()).collect(),
+            }),
+        }
+    }
+
+    /// Starts an instance of the actor `name` (at `version`, or its only
+    /// one) and registers it; its bindings apply from then on. Answers its
+    /// number.
+    pub async fn start_actor(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<u64, LatticeError> {
+        let kind = self.pick(Role::Actor, name, version)?;
+        let factory = self.inner.actors.get(&kind).cloned();
+        let factory = factory.ok_or_else(|| LatticeError::NoFactory {
+            role: Role::Actor,
+            name: name.to_owned(),
+            version: None,
+        })?;
+        let number = self.take_number();
+        let links = Links::default();
+        let context = ActorContext {
+            kind: kind.clone(),
+            number,
+            links: links.clone(),
+        };
+        let client = factory(&context)?;
+        let (object, token) = self.mint(client.clone()).await?;
+        let key = self.instance_key(&kind, number);
+        let record = Record::Instance(InstanceRecord {
+            refs: vec![token.to_string()],
+        });
+        if let Err(error) = self.inner.directory.put(&key, record).await {
+            self.unmint(&object, &token).await;
+            return Err(error.into());
+        }
+        self.inner.running.borrow_mut().insert(
+            number,
+            Running {
+                kind: kind.clone(),
+                key,
+                what: Instance::Actor {
+                    client,
+                    links,
+                    token,
+                    object,
+                },
+            },
+        );
+        tracing::info!(host = %self.inner.vat, actor = %kind, number, "actor instance started");
+        self.inner.changed.notify_one();
+        Ok(number)
+    }
+
+    /// Starts an instance of the provider `name` (at `version`, or its only
+    /// one) and registers it; it receives every binding of its kind.
+    /// Answers its number.
+    pub async fn start_provider(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<u64, LatticeError> {
+        let kind = self.pick(Role::Provider, name, version)?;
+        let factory = self.inner.providers.get(&kind).cloned();
+        let factory = factory.ok_or_else(|| LatticeError::NoFactory {
+            role: Role::Provider,
+            name: name.to_owned(),
+            version: None,
+        })?;
+        let number = self.take_number();
+        let provider = factory(&ProviderContext {
+            kind: kind.clone(),
+            number,
+            persistence: self.inner.persistence.clone(),
+        })?;
+        let key = self.instance_key(&kind, number);
+        let record = Record::Instance(InstanceRecord { refs: Vec::new() });
+        self.inner.directory.put(&key, record).await?;
+        self.inner.running.borrow_mut().insert(
+            number,
+            Running {
+                kind: kind.clone(),
+                key,
+                what: Instance::Provider {
+                    provider: Rc::new(RefCell::new(provider)),
+                },
+            },
+        );
+        tracing::info!(host = %self.inner.vat, provider = %kind, number, "provider instance started");
+        self.inner.changed.notify_one();
+        Ok(number)
+    }
+
+    /// Stops instance `number`: a provider unbinds every binding (releasing
+    /// what it provisioned) and shuts down; an actor's token is revoked.
+    /// Its record goes; the bindings stay in the lattice.
+    pub async fn stop(&self, number: u64) -> Result<(), LatticeError> {
+        let running = self.inner.running.borrow_mut().remove(&number);
+        let running = running.ok_or(LatticeError::NoInstance { number })?;
+        crate::apply::release(self, number, &running).await;
+        match &running.what {
+            Instance::Actor { token, object, .. } => self.unmint(object, token).await,
+            Instance::Provider { provider } => {
+                let shutdown = provider.borrow_mut().shutdown();
+                shutdown.await;
+            }
+        }
+        let deleted = self.inner.directory.delete(&running.key).await;
+        tracing::info!(host = %self.inner.vat, kind = %running.kind, number, "instance stopped");
+        self.inner.changed.notify_one();
+        deleted.map(drop).map_err(LatticeError::from)
+    }
+
+    /// Stops every instance and leaves the lattice (the vat record stays,
+    /// its lease lapsing).
+    pub async fn shutdown(&self) {
+        let numbers: Vec<u64> = self.inner.running.borrow().keys().copied().collect();
+        for number in numbers {
+            if let Err(error) = self.stop(number).await {
+                tracing::warn!(host = %self.inner.vat, number, %error, "instance did not stop cleanly");
+            }
+        }
+        self.inner.stopped.set(true);
+        self.inner.changed.notify_one();
+    }
+
+    fn take_number(&self) -> u64 {
+        let number = self.inner.next.get();
+        self.inner.next.set(number + 1);
+        number
+    }
+
+    fn instance_key(&self, kind: &Kind, number: u64) -> String {
+        format!("{INSTANCES}{kind}/{}/{number}", self.inner.vat)
+    }
+
+    /// Makes `client` restorable by a fresh token.
+    pub(crate) async fn mint(
+        &self,
+        client: capnp::capability::Client,
+    ) -> Result<(sturdyrefs::ObjectRef, SturdyRef), LatticeError> {
+        let mut id = [0u8; 8];
+        vat_env::fill(&mut id)
+            .map_err(|e| vat::Error::new(vat::ErrorKind::Failed, e.to_string()))?;
+        let object = vat::sturdy::object_ref(TOKEN_KIND, u64::from_le_bytes(id))?;
+        self.inner.persistence.provide(object.clone(), client);
+        let token = self
+            .inner
+            .persistence
+            .mint(&object, MintOptions::default())
+            .await;
+        match token {
+            Ok(token) => Ok((object, token)),
+            Err(error) => {
+                self.inner.persistence.forget(&object);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Ends a token [`mint`](Host::mint) made: references restored from it
+    /// fail with `Revoked`.
+    pub(crate) async fn unmint(&self, object: &sturdyrefs::ObjectRef, token: &SturdyRef) {
+        self.inner.persistence.forget(object);
+        if let Err(error) = self.inner.persistence.revoke(&token.swiss().hash()).await {
+            tracing::warn!(host = %self.inner.vat, %error, "a token could not be revoked");
+        }
+    }
+
+    /// Deletes the instances and grants an earlier run of this vat
+    /// registered: none of them runs now.
+    async fn clear_earlier_run(&self) -> Result<(), LatticeError> {
+        use vat_directory::client::Consistency;
+        let vat = &self.inner.vat;
+        for prefix in [INSTANCES, vat_directory::record::GRANTS] {
+            let listed = self
+                .inner
+                .directory
+                .list(
+                    prefix,
+                    Consistency::Linearizable,
+                    vat_directory::convert::MAX_LIST,
+                )
+                .await?;
+            for entry in listed.value.0 {
+                let segments: Vec<&str> = entry.key.split('/').collect();
+                let ours = segments.len() >= 2 && segments[segments.len() - 2] == vat;
+                if ours {
+                    self.inner.directory.delete(&entry.key).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn renew_lease(&self, lease: Duration) {
+        let weak = Rc::downgrade(&self.inner);
+        vat_env::spawn(async move {
+            let every = (lease / 3).max(Duration::from_millis(100));
+            loop {
+                vat_env::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.stopped.get() {
+                    return;
+                }
+                let directory = inner.directory.clone();
+                let vat = inner.vat.clone();
+                drop(inner);
+                if let Err(error) = directory.renew(&vat).await {
+                    tracing::warn!(host = %vat, %error, "the host could not renew its lease; it goes on serving");
+                }
+            }
+        });
+    }
+}

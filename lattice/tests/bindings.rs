@@ -1,0 +1,376 @@
+//! Bindings on two hosts in this process (each a vat of its own, real TLS
+//! and redb), over a three-member directory: a binding reaches every
+//! provider instance and actor instance, survives instances being removed
+//! and moved to the other host, is idempotent, reconfigures, reports a
+//! provider that cannot provision it, and its removal closes the port and
+//! revokes what it granted.
+
+// Test setup failing is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use schema::lattice_capnp::{http_handler, key_value};
+use vat::VatHandle;
+use vat_directory::command::FacetKind;
+use vat_directory::operator::LocalMembers;
+use vat_directory::{DirectoryClient, DirectoryToken};
+use vat_lattice::providers::{http::HttpProvider, kv::KeyValueProvider};
+use vat_lattice::{
+    BindingId, Config, Host, HostBuilder, Kind, Lattice, LatticeError, Links, DEFAULT_LINK,
+};
+
+/// Generous: the machine may be busy.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// The host of the vat whose thread this is.
+    static HOST: RefCell<Option<Host>> = const { RefCell::new(None) };
+}
+
+/// An actor answering HTTP requests with its host and number; `/kv/set/K/V`
+/// and `/kv/get/K` go to the key-value provider it is bound to.
+struct Greeter {
+    name: String,
+    links: Links,
+}
+
+impl http_handler::Server for Greeter {
+    async fn handle(
+        self: Rc<Self>,
+        params: http_handler::HandleParams,
+        mut results: http_handler::HandleResults,
+    ) -> Result<(), capnp::Error> {
+        let path = params.get()?.get_request()?.get_path()?.to_string()?;
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let body = match parts.as_slice() {
+            ["kv", "set", key, value] => {
+                let kv: key_value::Client = self.links.get("kv", DEFAULT_LINK)?;
+                let mut call = kv.set_request();
+                call.get().set_key(key);
+                call.get().set_value(value.as_bytes());
+                match call.send().promise.await {
+                    Ok(_) => "set".to_owned(),
+                    Err(error) => format!("error: {:?}", vat::Error::from(error).kind()),
+                }
+            }
+            ["kv", "get", key] => {
+                let kv: key_value::Client = self.links.get("kv", DEFAULT_LINK)?;
+                let mut call = kv.get_request();
+                call.get().set_key(key);
+                match call.send().promise.await {
+                    Ok(reply) => String::from_utf8_lossy(reply.get()?.get_value()?).into_owned(),
+                    Err(error) => format!("error: {:?}", vat::Error::from(error).kind()),
+                }
+            }
+            _ => format!("hello from {}", self.name),
+        };
+        let mut response = results.get().init_response();
+        response.set_status(200);
+        response.set_body(body.as_bytes());
+        Ok(())
+    }
+}
+
+fn greeter() -> Kind {
+    Kind::new("greeter", "1.0.0").unwrap()
+}
+
+struct Lab {
+    _members: LocalMembers,
+    admin: DirectoryToken,
+    operator: VatHandle,
+    hosts: Vec<VatHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(hosts: usize) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let members = LocalMembers::start(&dir.path().join("directory"), 3).unwrap();
+        let tokens = members.tokens.clone();
+        let operator = VatHandle::start("operator").unwrap();
+        let admin = operator
+            .block_on(move || async move {
+                vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await
+            })
+            .unwrap();
+        let mut lab = Lab {
+            _members: members,
+            admin,
+            operator,
+            hosts: Vec::new(),
+            _dir: dir,
+        };
+        for i in 0..hosts {
+            let path = lab._dir.path().join(format!("host{i}"));
+            lab.add_host(&path, i);
+        }
+        lab
+    }
+
+    fn add_host(&mut self, dir: &Path, i: usize) {
+        let vat = VatHandle::start(format!("host{i}")).unwrap();
+        let admin = self.admin.clone();
+        let dir = dir.to_owned();
+        vat.block_on(move || async move {
+            let served = vat_lattice::serve::serve(&dir, ([127, 0, 0, 1], 0).into()).await?;
+            let vat_id = served.persistence.vat().to_string();
+            let facet = DirectoryClient::new(admin, None)
+                .mint_facet(FacetKind::Host { vat: vat_id })
+                .await
+                .map_err(|e| vat::Error::new(vat::ErrorKind::Failed, e.to_string()))?;
+            let host = HostBuilder::new()
+                .actor(greeter(), move |context| {
+                    let name = format!("host{i}/{}", context.number);
+                    let greeter = Greeter {
+                        name,
+                        links: context.links.clone(),
+                    };
+                    Ok(vat::export::<http_handler::Client, _>(greeter).client)
+                })
+                .provider(Kind::new("http", "1.0.0").unwrap(), |_| {
+                    Ok(Box::new(HttpProvider::new()))
+                })
+                .provider(Kind::new("kv", "1.0.0").unwrap(), |context| {
+                    Ok(Box::new(KeyValueProvider::new(context.persistence.clone())))
+                })
+                .join(
+                    DirectoryClient::new(facet, Some(served.identity.clone())),
+                    served.persistence.clone(),
+                    Some(served.identity.clone()),
+                )
+                .await
+                .map_err(|e| vat::Error::new(vat::ErrorKind::Failed, e.to_string()))?;
+            HOST.with(|h| *h.borrow_mut() = Some(host));
+            Ok::<_, vat::Error>(())
+        })
+        .unwrap();
+        self.hosts.push(vat);
+    }
+
+    /// Runs `f` with host `i`'s host, in its vat.
+    fn on_host<T, F, Fut>(&self, i: usize, f: F) -> Result<T, LatticeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Host) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, LatticeError>> + 'static,
+    {
+        self.hosts[i]
+            .run_async(move || async move {
+                let host = HOST.with(|h| h.borrow().clone()).expect("host joined");
+                f(host).await
+            })
+            .wait()
+            .expect("host vat runs")
+    }
+
+    fn start(&self, i: usize, actor: bool, name: &'static str) -> u64 {
+        self.on_host(i, move |host| async move {
+            if actor {
+                host.start_actor(name, None).await
+            } else {
+                host.start_provider(name, None).await
+            }
+        })
+        .unwrap()
+    }
+
+    fn stop(&self, i: usize, number: u64) {
+        self.on_host(i, move |host| async move { host.stop(number).await })
+            .unwrap();
+    }
+
+    fn lattice<T, F, Fut>(&self, f: F) -> Result<T, LatticeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Lattice) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, LatticeError>> + 'static,
+    {
+        let admin = self.admin.clone();
+        self.operator
+            .run_async(
+                move || async move { f(Lattice::new(DirectoryClient::new(admin, None))).await },
+            )
+            .wait()
+            .expect("operator vat runs")
+    }
+
+    fn bind(
+        &self,
+        actor: &str,
+        provider: &str,
+        config: &[(&str, &str)],
+    ) -> Result<(), LatticeError> {
+        let id = BindingId::new(actor, provider, DEFAULT_LINK).unwrap();
+        let config: Config = config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.lattice(move |lattice| async move { lattice.set_binding(&id, config).await.map(drop) })
+    }
+
+    fn unbind(&self, actor: &str, provider: &str) {
+        let id = BindingId::new(actor, provider, DEFAULT_LINK).unwrap();
+        self.lattice(move |lattice| async move { lattice.remove_binding(&id).await })
+            .unwrap();
+    }
+}
+
+/// A free port on loopback (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on `port`: the status and body, or `None` if nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let status = reply.split(' ').nth(1)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Polls `GET path` until `accept` holds.
+fn until(
+    port: u16,
+    path: &str,
+    accept: impl Fn(&Option<(u16, String)>) -> bool,
+) -> Option<(u16, String)> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = get(port, path);
+        if accept(&reply) || Instant::now() > deadline {
+            return reply;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn served(reply: &Option<(u16, String)>) -> bool {
+    matches!(reply, Some((200, _)))
+}
+
+#[test]
+fn a_binding_follows_its_actor_across_hosts_and_its_removal_closes_the_port() {
+    let lab = Lab::new(2);
+    let port = free_port();
+    let actor = lab.start(0, true, "greeter");
+    lab.start(0, false, "http");
+    lab.bind("greeter", "http", &[("port", &port.to_string())])
+        .unwrap();
+    // set_binding returned once the provider instance took it: served now.
+    let reply = get(port, "/").unwrap();
+    assert_eq!(reply, (200, format!("hello from host0/{actor}")));
+
+    // Setting it again changes nothing: the same listener serves on.
+    lab.bind("greeter", "http", &[("port", &port.to_string())])
+        .unwrap();
+    assert!(served(&get(port, "/")));
+
+    // The actor's only instance gone: the binding stays, calls fail fast.
+    lab.stop(0, actor);
+    let reply = until(port, "/", |r| matches!(r, Some((503, _))));
+    assert!(matches!(reply, Some((503, _))), "{reply:?}");
+    let statuses = lab
+        .lattice(|lattice| async move { lattice.bindings().await })
+        .unwrap();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(
+        (statuses[0].actor_instances, statuses[0].provider_instances),
+        (0, 1)
+    );
+
+    // The actor started on the other host: the provider reaches it there.
+    let moved = lab.start(1, true, "greeter");
+    let reply = until(port, "/", served);
+    assert_eq!(reply, Some((200, format!("hello from host1/{moved}"))));
+
+    // Removed: the port refuses connections.
+    lab.unbind("greeter", "http");
+    let reply = until(port, "/", Option::is_none);
+    assert_eq!(reply, None, "the port still answers");
+}
+
+#[test]
+fn a_provider_instance_started_later_receives_existing_bindings_and_reports_failures() {
+    let lab = Lab::new(2);
+    let port = free_port();
+    lab.start(0, true, "greeter");
+    // No provider instance yet: recorded, nothing to wait for.
+    lab.bind("greeter", "http", &[("port", &port.to_string())])
+        .unwrap();
+    assert_eq!(get(port, "/"), None);
+    lab.start(1, false, "http");
+    let reply = until(port, "/", served);
+    assert!(served(&reply), "{reply:?}");
+
+    // A second binding on a port already taken: set_binding names the
+    // instance that failed, and the status shows it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    lab.start(1, true, "greeter");
+    let outcome = lab.bind("greeter", "http", &[("port", &taken_port.to_string())]);
+    match outcome {
+        Err(LatticeError::NotProvisioned { failures, .. }) => {
+            assert_eq!(failures.len(), 1, "{failures:?}");
+            assert!(
+                failures[0].1.contains(&taken_port.to_string()),
+                "{failures:?}"
+            );
+        }
+        other => panic!("expected NotProvisioned, got {other:?}"),
+    }
+    // The reconfigure failed: the binding's old port stays closed or open
+    // as the provider left it; freeing the port and setting it again works.
+    drop(taken);
+    lab.bind("greeter", "http", &[("port", &taken_port.to_string())])
+        .unwrap();
+    assert!(served(&get(taken_port, "/")));
+}
+
+#[test]
+fn an_actor_bound_to_the_key_value_provider_keeps_values_and_loses_the_grant_on_removal() {
+    let lab = Lab::new(2);
+    let port = free_port();
+    lab.start(0, true, "greeter");
+    lab.start(0, false, "http");
+    lab.start(1, false, "kv");
+    lab.bind("greeter", "http", &[("port", &port.to_string())])
+        .unwrap();
+    lab.bind("greeter", "kv", &[]).unwrap();
+    // The actor's grant from the provider on the other host arrives.
+    let reply = until(
+        port,
+        "/kv/set/colour/green",
+        |r| matches!(r, Some((200, body)) if body == "set"),
+    );
+    assert_eq!(reply, Some((200, "set".to_owned())));
+    assert_eq!(get(port, "/kv/get/colour"), Some((200, "green".to_owned())));
+    // The key-value binding removed: the actor's capability is revoked
+    // (or taken from its links), its calls fail.
+    lab.unbind("greeter", "kv");
+    let reply = until(
+        port,
+        "/kv/get/colour",
+        |r| !matches!(r, Some((200, body)) if body == "green"),
+    );
+    assert!(
+        !matches!(&reply, Some((200, body)) if body == "green"),
+        "{reply:?}"
+    );
+}
