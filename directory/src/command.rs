@@ -67,6 +67,7 @@ impl FacetKind {
             FacetKind::Admin => true,
             FacetKind::Host { vat } => {
                 key.strip_prefix(crate::record::VATS) == Some(vat.as_str())
+                    || key.strip_prefix(crate::record::HOSTS) == Some(vat.as_str())
                     || crate::record::InstanceKey::parse(key).is_ok_and(|k| k.vat == vat)
                     || crate::record::GrantKey::parse(key).is_ok_and(|k| k.vat == vat)
             }

@@ -10,7 +10,8 @@ use crate::command::Refusal;
 use crate::error::{DirectoryError, RefusalKind};
 use crate::machine::Change;
 use crate::record::{
-    BindingRecord, GrantOutcome, GrantRecord, InstanceRecord, NameRecord, Record, VatRecord,
+    BindingRecord, GrantOutcome, GrantRecord, HostRecord, InstanceRecord, NameRecord, Record,
+    VatRecord,
 };
 
 /// The most entries a `list` answers at once.
@@ -87,6 +88,9 @@ pub fn read_record(reader: record::Reader<'_>) -> capnp::Result<Record> {
                 outcome,
             })
         }
+        record::Host(host) => Record::Host(HostRecord {
+            token: owned(host?.get_token()?)?,
+        }),
     })
 }
 
@@ -162,6 +166,7 @@ pub fn write_record(builder: record::Builder<'_>, record: &Record) {
                 GrantOutcome::Failed(why) => out.set_failed(why.as_str()),
             }
         }
+        Record::Host(host) => builder.init_host().set_token(host.token.as_str()),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::command::{
     ClientId, FacetId, FacetKind, FacetRecord, Facets, Op, Refusal, Request, Response,
 };
 use crate::record::{
-    check_key, BindingKey, GrantKey, InstanceKey, Record, BINDINGS, GRANTS, INSTANCES,
+    check_key, BindingKey, GrantKey, InstanceKey, Record, BINDINGS, GRANTS, HOSTS, INSTANCES,
     MAX_RECORDS_PER_FACET, MAX_RECORD_BYTES, NAMES, VATS,
 };
 
@@ -508,6 +508,7 @@ fn check_kind(key: &str, record: &Record) -> Result<(), Refusal> {
         Record::Instance(_) => (INSTANCES, "instance"),
         Record::Binding(_) => (BINDINGS, "binding"),
         Record::Grant(_) => (GRANTS, "grant"),
+        Record::Host(_) => (HOSTS, "host"),
     };
     if !key.starts_with(home) {
         return Err(Refusal::WrongKind {
@@ -519,7 +520,12 @@ fn check_kind(key: &str, record: &Record) -> Result<(), Refusal> {
         Record::Instance(_) => InstanceKey::parse(key).map(drop),
         Record::Binding(_) => BindingKey::parse(key).map(drop),
         Record::Grant(_) => GrantKey::parse(key).map(drop),
-        Record::Vat(_) | Record::Name(_) => Ok(()),
+        Record::Host(_) if key[HOSTS.len()..].contains('/') => {
+            Err(crate::record::KeyError::Shape {
+                expected: "hosts/<vat-id>".to_owned(),
+            })
+        }
+        Record::Host(_) | Record::Vat(_) | Record::Name(_) => Ok(()),
     }
     .map_err(Refusal::Key)
 }
@@ -741,6 +747,44 @@ mod tests {
         ));
         assert!(m.get(key).is_none());
         assert!(!m.visible(provider, "instances/shop@1/a/0"));
+    }
+
+    #[test]
+    fn a_host_writes_its_own_capability_record_and_only_the_admin_reads_it() {
+        let mut m = Machine::new(ADMIN);
+        let host = [3; 32];
+        let kind = FacetKind::Host { vat: "v1".into() };
+        let mint = Op::MintFacet {
+            id: host,
+            kind: kind.clone(),
+        };
+        assert!(matches!(
+            m.apply(1, &as_host(ADMIN, 1, mint)),
+            Response::Done { .. }
+        ));
+        let record = |key: &str| Op::Put {
+            key: key.to_owned(),
+            record: Record::Host(crate::record::HostRecord {
+                token: "captp://h".into(),
+            }),
+        };
+        assert!(matches!(
+            m.apply(2, &as_host(host, 1, record("hosts/v1"))),
+            Response::Done { .. }
+        ));
+        assert_eq!(
+            m.apply(3, &as_host(host, 2, record("hosts/v2"))),
+            Response::Refused(Refusal::NotPermitted)
+        );
+        assert!(matches!(
+            m.apply(4, &as_host(ADMIN, 4, record("hosts/v1/x"))),
+            Response::Refused(Refusal::Key(_))
+        ));
+        assert!(
+            !kind.may_read("hosts/v1"),
+            "a host reads no host's capability"
+        );
+        assert!(FacetKind::Admin.may_read("hosts/v1"));
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub const BINDINGS: &str = "bindings/";
 /// took the binding.
 pub const GRANTS: &str = "grants/";
 
+/// The prefix of hosts' own capabilities: `hosts/<vat-id>`, written by the
+/// host, read only through the admin facet.
+pub const HOSTS: &str = "hosts/";
+
 /// One record of the directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -46,6 +50,15 @@ pub enum Record {
     Binding(BindingRecord),
     /// How one provider instance took a binding (`grants/...`).
     Grant(GrantRecord),
+    /// A host's own capability (`hosts/<vat-id>`).
+    Host(HostRecord),
+}
+
+/// A host's own capability, for its operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// The token (`captp://...`) of the host's `Host` capability.
+    pub token: String,
 }
 
 impl Record {

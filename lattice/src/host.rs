@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ use sturdyrefs::{MintOptions, SturdyRef};
 use tokio::sync::Notify;
 use vat::net::Identity;
 use vat::sturdy::Persistence;
-use vat_directory::record::{InstanceRecord, Record, VatRecord, INSTANCES, VATS};
+use vat_directory::record::{
+    HostRecord, InstanceRecord, Record, VatRecord, HOSTS, INSTANCES, VATS,
+};
 use vat_directory::DirectoryClient;
 
 use crate::actor::{ActorContext, Links};
@@ -33,6 +36,8 @@ pub const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The object kind of instances' and grants' tokens in the host's store.
 const TOKEN_KIND: &str = "lattice.instance";
+/// The object kind of the host's own capability in its store.
+const HOST_KIND: &str = "lattice.host";
 
 /// The factories a host's program offers, and its settings.
 pub struct HostBuilder {
@@ -40,6 +45,7 @@ pub struct HostBuilder {
     providers: BTreeMap<Kind, ProviderFactory>,
     lease: Duration,
     labels: BTreeMap<String, String>,
+    plan: Option<PathBuf>,
 }
 
 impl Default for HostBuilder {
@@ -56,7 +62,17 @@ impl HostBuilder {
             providers: BTreeMap::new(),
             lease: DEFAULT_LEASE,
             labels: BTreeMap::new(),
+            plan: None,
         }
+    }
+
+    /// Keeps the list of instances the host runs in the file `path`
+    /// (rewritten at each start and stop), and starts them again when the
+    /// host joins: a host restarted, even after `kill -9`, runs what its
+    /// operator asked for, and so gets its bindings back.
+    pub fn plan(mut self, path: impl Into<PathBuf>) -> HostBuilder {
+        self.plan = Some(path.into());
+        self
     }
 
     /// Offers actors of `kind`, made by `factory`.
@@ -126,12 +142,23 @@ impl HostBuilder {
                 changed: Notify::new(),
                 applied: RefCell::new(Applied::default()),
                 stopped: Cell::new(false),
+                plan: self.plan,
             }),
         };
         host.clear_earlier_run().await?;
+        host.publish().await?;
         crate::apply::start(&host);
         host.renew_lease(self.lease);
         tracing::info!(host = %host.inner.vat, "joined the lattice");
+        for (role, kind) in host.read_plan() {
+            let started = match role {
+                Role::Actor => host.start_actor(&kind.name, Some(&kind.version)).await,
+                Role::Provider => host.start_provider(&kind.name, Some(&kind.version)).await,
+            };
+            if let Err(error) = started {
+                tracing::warn!(host = %host.inner.vat, %kind, %error, "an instance of the plan did not start");
+            }
+        }
         Ok(host)
     }
 }
@@ -164,6 +191,7 @@ pub(crate) struct Inner {
     pub(crate) changed: Notify,
     pub(crate) applied: RefCell<Applied>,
     pub(crate) stopped: Cell<bool>,
+    plan: Option<PathBuf>,
 }
 
 /// One instance this host runs.
@@ -305,6 +333,7 @@ impl Host {
             },
         );
         tracing::info!(host = %self.inner.vat, actor = %kind, number, "actor instance started");
+        self.write_plan();
         self.inner.changed.notify_one();
         Ok(number)
     }
@@ -344,6 +373,7 @@ impl Host {
             },
         );
         tracing::info!(host = %self.inner.vat, provider = %kind, number, "provider instance started");
+        self.write_plan();
         self.inner.changed.notify_one();
         Ok(number)
     }
@@ -364,21 +394,90 @@ impl Host {
         }
         let deleted = self.inner.directory.delete(&running.key).await;
         tracing::info!(host = %self.inner.vat, kind = %running.kind, number, "instance stopped");
+        if !self.inner.stopped.get() {
+            self.write_plan();
+        }
         self.inner.changed.notify_one();
         deleted.map(drop).map_err(LatticeError::from)
     }
 
     /// Stops every instance and leaves the lattice (the vat record stays,
-    /// its lease lapsing).
+    /// its lease lapsing). The plan keeps the instances, for the next start.
     pub async fn shutdown(&self) {
+        self.inner.stopped.set(true);
         let numbers: Vec<u64> = self.inner.running.borrow().keys().copied().collect();
         for number in numbers {
             if let Err(error) = self.stop(number).await {
                 tracing::warn!(host = %self.inner.vat, number, %error, "instance did not stop cleanly");
             }
         }
-        self.inner.stopped.set(true);
         self.inner.changed.notify_one();
+    }
+
+    /// The plan's instances: one line `actor|provider NAME VERSION` each.
+    fn read_plan(&self) -> Vec<(Role, Kind)> {
+        let Some(path) = &self.inner.plan else {
+            return Vec::new();
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "the host's plan could not be read");
+                return Vec::new();
+            }
+        };
+        text.lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let role = match words.next()? {
+                    "actor" => Role::Actor,
+                    "provider" => Role::Provider,
+                    _ => return None,
+                };
+                let kind = Kind::new(words.next()?, words.next()?).ok()?;
+                Some((role, kind))
+            })
+            .collect()
+    }
+
+    fn write_plan(&self) {
+        let Some(path) = &self.inner.plan else { return };
+        let text: String = self
+            .inventory()
+            .iter()
+            .map(|i| format!("{} {} {}\n", i.role, i.kind.name, i.kind.version))
+            .collect();
+        // Written aside and renamed, so a crash leaves the old plan or the new.
+        let aside = path.with_extension("new");
+        let written = std::fs::write(&aside, text).and_then(|()| std::fs::rename(&aside, path));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "the host's plan could not be written");
+        }
+    }
+
+    /// Serves the host's own capability and records its token under
+    /// `hosts/<vat-id>`, for the operator.
+    async fn publish(&self) -> Result<(), LatticeError> {
+        let object = vat::sturdy::object_ref(HOST_KIND, 1)?;
+        let service: schema::lattice_capnp::host::Client =
+            vat::export(crate::service::HostService { host: self.clone() });
+        self.inner
+            .persistence
+            .provide(object.clone(), service.client);
+        let token = self
+            .inner
+            .persistence
+            .mint(&object, MintOptions::default())
+            .await?;
+        let record = Record::Host(HostRecord {
+            token: token.to_string(),
+        });
+        self.inner
+            .directory
+            .put(&format!("{HOSTS}{}", self.inner.vat), record)
+            .await?;
+        Ok(())
     }
 
     fn take_number(&self) -> u64 {
@@ -425,9 +524,17 @@ impl Host {
     }
 
     /// Deletes the instances and grants an earlier run of this vat
-    /// registered: none of them runs now.
+    /// registered, and revokes their tokens and the earlier host
+    /// capability's: none of them runs now.
     async fn clear_earlier_run(&self) -> Result<(), LatticeError> {
         use vat_directory::client::Consistency;
+        let persistence = &self.inner.persistence;
+        for record in persistence.tokens()? {
+            let ours = [TOKEN_KIND, HOST_KIND].contains(&record.object.kind());
+            if ours && !record.revoked {
+                persistence.revoke(&record.swiss_hash).await?;
+            }
+        }
         let vat = &self.inner.vat;
         for prefix in [INSTANCES, vat_directory::record::GRANTS] {
             let listed = self

@@ -28,6 +28,8 @@
 
 mod actor;
 mod apply;
+pub mod cli;
+pub mod demo;
 mod error;
 mod host;
 mod kind;
@@ -35,6 +37,7 @@ mod operator;
 mod provider;
 pub mod providers;
 pub mod serve;
+mod service;
 
 pub use actor::{ActorContext, Links, NotBound};
 pub use error::LatticeError;

@@ -115,6 +115,7 @@ struct Record {
     instance @2 :InstanceRecord;
     binding @3 :BindingRecord;
     grant @4 :GrantRecord;
+    host @5 :HostRecord;
   }
 }
 
@@ -143,6 +144,12 @@ struct InstanceRecord {
 struct BindingRecord {
   # Under bindings/<actor>/<provider>/<link>, written by the operator.
   config @0 :List(Label);
+}
+
+struct HostRecord {
+  # Under hosts/<vat-id>, written by that host, read only by the admin: the
+  # token of the host's own capability (start and stop instances).
+  token @0 :Text;
 }
 
 struct GrantRecord {

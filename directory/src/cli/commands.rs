@@ -414,6 +414,8 @@ fn show(record: &Record) -> String {
                 .collect();
             format!("binding config={}", config.join(","))
         }
+        // The token is authority over the host: never printed.
+        Record::Host(_) => "host (its capability's token is kept)".to_owned(),
         Record::Grant(grant) => match &grant.outcome {
             // The token is the actor's authority: shown as granted, never printed.
             GrantOutcome::Granted(_) => format!("grant granted config={}", grant.config_digest),

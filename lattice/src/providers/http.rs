@@ -3,7 +3,9 @@
 //! (`HttpHandler`, schema/capnp/lattice.capnp); removing the binding closes
 //! the port.
 //!
-//! Settings: `port` (required), `address` (default `127.0.0.1`). Bounds,
+//! Settings: `port` (required), `address` (default: the instance's own, the
+//! host's address, so that instances on several hosts of one machine or
+//! network serve the same port each on its own address). Bounds,
 //! per binding: [`MAX_CONNECTIONS`] open connections (beyond, a newcomer is
 //! closed at once), request bodies of at most [`MAX_BODY_BYTES`], request
 //! headers within [`HEADER_TIMEOUT`] of a connection's last request.
@@ -13,7 +15,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -38,15 +40,30 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One instance of the HTTP provider.
-#[derive(Default)]
 pub struct HttpProvider {
+    address: IpAddr,
     listeners: BTreeMap<BindingId, Listening>,
 }
 
+impl Default for HttpProvider {
+    fn default() -> HttpProvider {
+        HttpProvider::new()
+    }
+}
+
 impl HttpProvider {
-    /// An instance with no bindings.
+    /// An instance with no bindings, listening on loopback unless a
+    /// binding names an address.
     pub fn new() -> HttpProvider {
-        HttpProvider::default()
+        HttpProvider::on(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// An instance listening on `address` unless a binding names another.
+    pub fn on(address: IpAddr) -> HttpProvider {
+        HttpProvider {
+            address,
+            listeners: BTreeMap::new(),
+        }
     }
 }
 
@@ -67,7 +84,7 @@ impl Listening {
     }
 }
 
-fn address(config: &Config) -> Result<SocketAddr, ProvisionError> {
+fn address(config: &Config, default: IpAddr) -> Result<SocketAddr, ProvisionError> {
     let port = config.get("port").ok_or_else(|| ProvisionError::Setting {
         setting: "port".to_owned(),
         reason: "the HTTP provider needs the port to listen on".to_owned(),
@@ -76,11 +93,13 @@ fn address(config: &Config) -> Result<SocketAddr, ProvisionError> {
         setting: "port".to_owned(),
         reason: format!("{:?} is not a port number", captp::log::Untrusted(port)),
     })?;
-    let host = config.get("address").map_or("127.0.0.1", String::as_str);
-    let ip: std::net::IpAddr = host.parse().map_err(|_| ProvisionError::Setting {
-        setting: "address".to_owned(),
-        reason: format!("{:?} is not an IP address", captp::log::Untrusted(host)),
-    })?;
+    let ip = match config.get("address") {
+        None => default,
+        Some(host) => host.parse().map_err(|_| ProvisionError::Setting {
+            setting: "address".to_owned(),
+            reason: format!("{:?} is not an IP address", captp::log::Untrusted(host)),
+        })?,
+    };
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -233,7 +252,7 @@ impl Provider for HttpProvider {
     fn bind(&mut self, binding: Binding) -> LocalBoxFuture<'static, Provisioned> {
         let actor: http_handler::Client =
             capnp::capability::FromClientHook::new(binding.actor.hook);
-        let outcome = address(&binding.config)
+        let outcome = address(&binding.config, self.address)
             .and_then(|address| listen(address, actor))
             .map(|listening| {
                 if let Some(old) = self.listeners.insert(binding.id.clone(), listening) {
@@ -249,7 +268,7 @@ impl Provider for HttpProvider {
         id: &BindingId,
         config: &Config,
     ) -> LocalBoxFuture<'static, Result<(), ProvisionError>> {
-        let outcome = match (address(config), self.listeners.get(id)) {
+        let outcome = match (address(config, self.address), self.listeners.get(id)) {
             (Err(error), _) => Err(error),
             (Ok(address), Some(old)) if old.address == address => Ok(()),
             (Ok(address), Some(old)) => {

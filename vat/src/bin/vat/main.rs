@@ -7,7 +7,9 @@
 //! - `vat call` restores a token and calls the object it names.
 //! - `vat schema id` prints a fresh Cap'n Proto file id.
 //! - `vat directory ...` runs `vat-directory` (the replicated directory's
-//!   tool, installed beside `vat`) with the rest of the arguments.
+//!   tool, installed beside `vat`) with the rest of the arguments;
+//!   `vat lattice ...` runs `vat-lattice` (hosts, actors, providers and
+//!   bindings) the same way.
 //!
 //! Logs go to standard error, filtered by `RUST_LOG` (default: warnings and
 //! errors), so what the commands print on standard output stays readable.
@@ -16,9 +18,9 @@
 
 mod admin_client;
 mod call;
+mod companion;
 mod data;
 mod demo;
-mod directory;
 mod error;
 mod holder;
 mod init;
@@ -98,6 +100,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// The lattice: run a host, start and stop actors and providers, bind
+    /// them (`vat lattice --help`). Runs `vat-lattice`, which is installed
+    /// beside `vat`.
+    #[command(disable_help_flag = true)]
+    Lattice {
+        /// The arguments `vat-lattice` takes.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Restore a token and call a method on its object: on a counter,
     /// `add N` or `get`; on a host, `echo N` or `greet NAME`.
     #[command(allow_negative_numbers = true)]
@@ -167,7 +178,8 @@ fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             crash_on_demand,
         })?,
         Command::Schema(SchemaCommand::Id) => println!("{}", schema_id::file_id()),
-        Command::Directory { args } => directory::run(args)?,
+        Command::Directory { args } => companion::run("vat-directory", args)?,
+        Command::Lattice { args } => companion::run("vat-lattice", args)?,
         Command::Tokens(TokensCommand::List(Data { data })) => tokens::list(data)?,
         Command::Tokens(TokensCommand::Revoke { data, target }) => {
             tokens::revoke(data.data, &target)?
