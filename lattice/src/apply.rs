@@ -23,8 +23,6 @@ use std::time::Duration;
 use sturdyrefs::SturdyRef;
 use vat::group::{Group, Membership, Strategy};
 use vat::{caretaker, Revoker};
-use vat_directory::client::Consistency;
-use vat_directory::convert::MAX_LIST;
 use vat_directory::record::{
     GrantKey, GrantOutcome, GrantRecord, InstanceKey, Record, BINDINGS, GRANTS, INSTANCES,
 };
@@ -134,7 +132,7 @@ pub(crate) fn start(host: &Host) {
         vat_env::spawn(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                let mut watch = inner.directory.watch(prefix, 0);
+                let mut watch = inner.directory.watch(prefix);
                 drop(inner);
                 while let Some(event) = watch.next().await {
                     let Some(inner) = weak.upgrade() else { return };
@@ -182,13 +180,9 @@ async fn pass(host: &Host) -> Result<(), LatticeError> {
 type Bindings = BTreeMap<BindingId, (Config, u64)>;
 
 async fn read_bindings(host: &Host) -> Result<Bindings, LatticeError> {
-    let listed = host
-        .inner
-        .directory
-        .list(BINDINGS, Consistency::Linearizable, MAX_LIST)
-        .await?;
+    let listed = host.inner.directory.list(BINDINGS).await?;
     let mut bindings = BTreeMap::new();
-    for entry in listed.value.0 {
+    for entry in listed {
         if let (Some(id), Record::Binding(binding)) =
             (BindingId::from_key(&entry.key), entry.record)
         {
@@ -201,13 +195,9 @@ async fn read_bindings(host: &Host) -> Result<Bindings, LatticeError> {
 /// Lists `prefix` as key to token text, the first token of each instance
 /// record, or each grant that granted a capability.
 async fn tokens(host: &Host, prefix: &str) -> Result<BTreeMap<String, String>, LatticeError> {
-    let listed = host
-        .inner
-        .directory
-        .list(prefix, Consistency::Linearizable, MAX_LIST)
-        .await?;
+    let listed = host.inner.directory.list(prefix).await?;
     let mut tokens = BTreeMap::new();
-    for entry in listed.value.0 {
+    for entry in listed {
         let token = match entry.record {
             Record::Instance(instance) => instance.refs.into_iter().next(),
             Record::Grant(GrantRecord {

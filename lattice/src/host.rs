@@ -16,13 +16,13 @@ use vat::sturdy::Persistence;
 use vat_directory::record::{
     HostRecord, InstanceRecord, Record, VatRecord, HOSTS, INSTANCES, VATS,
 };
-use vat_directory::DirectoryClient;
 
 use crate::actor::{ActorContext, Links};
 use crate::apply::Applied;
 use crate::error::LatticeError;
 use crate::kind::{Kind, Role};
 use crate::provider::{Provider, ProviderContext};
+use crate::registry::Registry;
 
 /// Makes an actor instance: the capability other objects call.
 pub type ActorFactory = Rc<dyn Fn(&ActorContext) -> Result<capnp::capability::Client, vat::Error>>;
@@ -108,14 +108,15 @@ impl HostBuilder {
     }
 
     /// Joins the lattice whose directory `directory` (this vat's host
-    /// facet) records: registers the vat, clears what an earlier run of it
+    /// facet, or a single host's own store: [`Local`](crate::Local))
+    /// records: registers the vat, clears what an earlier run of it
     /// left registered, and starts renewing its lease and applying its
     /// bindings. `persistence` (serving, with hints) mints the tokens of
     /// its instances; `identity` is proven on the connections it makes.
     /// Must be called in the vat.
     pub async fn join(
         self,
-        directory: DirectoryClient,
+        directory: impl Into<Registry>,
         persistence: Persistence,
         identity: Option<Identity>,
     ) -> Result<Host, LatticeError> {
@@ -128,6 +129,7 @@ impl HostBuilder {
             expires_at_ms: 0,
             gone: false,
         });
+        let directory = directory.into();
         directory.put(&format!("{VATS}{vat}"), record).await?;
         let host = Host {
             inner: Rc::new(Inner {
@@ -180,7 +182,7 @@ impl std::fmt::Debug for Host {
 
 pub(crate) struct Inner {
     pub(crate) vat: String,
-    pub(crate) directory: DirectoryClient,
+    pub(crate) directory: Registry,
     pub(crate) persistence: Persistence,
     pub(crate) identity: Option<Identity>,
     actors: BTreeMap<Kind, ActorFactory>,
@@ -527,7 +529,6 @@ impl Host {
     /// registered, and revokes their tokens and the earlier host
     /// capability's: none of them runs now.
     async fn clear_earlier_run(&self) -> Result<(), LatticeError> {
-        use vat_directory::client::Consistency;
         let persistence = &self.inner.persistence;
         for record in persistence.tokens()? {
             let ours = [TOKEN_KIND, HOST_KIND].contains(&record.object.kind());
@@ -537,16 +538,8 @@ impl Host {
         }
         let vat = &self.inner.vat;
         for prefix in [INSTANCES, vat_directory::record::GRANTS] {
-            let listed = self
-                .inner
-                .directory
-                .list(
-                    prefix,
-                    Consistency::Linearizable,
-                    vat_directory::convert::MAX_LIST,
-                )
-                .await?;
-            for entry in listed.value.0 {
+            let listed = self.inner.directory.list(prefix).await?;
+            for entry in listed {
                 let segments: Vec<&str> = entry.key.split('/').collect();
                 let ours = segments.len() >= 2 && segments[segments.len() - 2] == vat;
                 if ours {

@@ -36,6 +36,7 @@ mod kind;
 mod operator;
 mod provider;
 pub mod providers;
+mod registry;
 pub mod serve;
 mod service;
 
@@ -47,3 +48,4 @@ pub use host::{
 pub use kind::{check_name, config_digest, BindingId, Config, Kind, Role, DEFAULT_LINK};
 pub use operator::{BindingStatus, GrantStatus, Lattice, SET_BINDING_WAIT};
 pub use provider::{Binding, Provider, ProviderContext, ProvisionError, Provisioned};
+pub use registry::{Changes, Local, LocalView, Registry};

@@ -4,16 +4,15 @@
 
 use std::time::Duration;
 
-use vat_directory::client::{Consistency, Entry};
-use vat_directory::convert::MAX_LIST;
+use vat_directory::client::Entry;
 use vat_directory::record::{
     BindingRecord, GrantKey, GrantOutcome, InstanceKey, Record, VatRecord, BINDINGS, INSTANCES,
     VATS,
 };
-use vat_directory::DirectoryClient;
 
 use crate::error::LatticeError;
 use crate::kind::{config_digest, BindingId, Config};
+use crate::registry::Registry;
 
 /// How long [`Lattice::set_binding`] waits for every provider instance to
 /// take a binding.
@@ -22,7 +21,7 @@ pub const SET_BINDING_WAIT: Duration = Duration::from_secs(10);
 /// A lattice as its operator sees it.
 #[derive(Clone, Debug)]
 pub struct Lattice {
-    directory: DirectoryClient,
+    directory: Registry,
 }
 
 /// A binding, its instances, and how each provider instance took it.
@@ -78,9 +77,12 @@ impl BindingStatus {
 }
 
 impl Lattice {
-    /// The lattice `directory` (an admin facet) records.
-    pub fn new(directory: DirectoryClient) -> Lattice {
-        Lattice { directory }
+    /// The lattice `directory` (an admin facet, or a single host's own
+    /// store: [`Local::admin`](crate::Local)) records.
+    pub fn new(directory: impl Into<Registry>) -> Lattice {
+        Lattice {
+            directory: directory.into(),
+        }
     }
 
     /// Sets the binding `id` with `config` (replacing that triplet's), and
@@ -147,23 +149,14 @@ impl Lattice {
     /// what it provisioned) and every capability it granted is revoked.
     /// Answers whether it existed.
     pub async fn remove_binding(&self, id: &BindingId) -> Result<bool, LatticeError> {
-        let existed = self
-            .directory
-            .get(&id.key(), Consistency::Linearizable)
-            .await?
-            .value
-            .is_some();
+        let existed = self.directory.get(&id.key()).await?.is_some();
         self.directory.delete(&id.key()).await?;
         Ok(existed)
     }
 
     /// The binding `id`, if it exists.
     pub async fn binding(&self, id: &BindingId) -> Result<Option<BindingStatus>, LatticeError> {
-        let entry = self
-            .directory
-            .get(&id.key(), Consistency::Linearizable)
-            .await?
-            .value;
+        let entry = self.directory.get(&id.key()).await?;
         let Some(entry) = entry else { return Ok(None) };
         let Record::Binding(binding) = entry.record else {
             return Ok(None);
@@ -216,11 +209,7 @@ impl Lattice {
     }
 
     async fn list_entries(&self, prefix: &str) -> Result<Vec<Entry>, LatticeError> {
-        let listed = self
-            .directory
-            .list(prefix, Consistency::Linearizable, MAX_LIST)
-            .await?;
-        Ok(listed.value.0)
+        Ok(self.directory.list(prefix).await?)
     }
 
     async fn status(&self, id: BindingId, config: Config) -> Result<BindingStatus, LatticeError> {
