@@ -374,3 +374,159 @@ fn an_actor_bound_to_the_key_value_provider_keeps_values_and_loses_the_grant_on_
         "{reply:?}"
     );
 }
+
+/// A raw request `text` to `port` from source address `from`; the reply's
+/// status, or `None` if the connection was closed without one.
+fn send_from(from: [u8; 4], port: u16, text: &[u8]) -> Option<u16> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::from((from, 0)).into()).ok()?;
+    socket
+        .connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)).into(),
+            Duration::from_secs(5),
+        )
+        .ok()?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    // The server may answer (and close) before reading everything sent.
+    let _ = stream.write_all(text);
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn the_http_provider_bounds_what_one_source_holds_and_what_a_request_sends() {
+    let lab = Lab::new(1);
+    let port = free_port();
+    lab.start(0, true, "greeter");
+    lab.start(0, false, "http");
+    lab.bind("greeter", "http", &[("port", &port.to_string())])
+        .unwrap();
+
+    // A body beyond the bound: refused with 413, the server goes on.
+    let size = vat_lattice::providers::http::MAX_BODY_BYTES + 1;
+    let mut post = format!(
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    post.resize(post.len() + size, b'x');
+    assert_eq!(send_from([127, 0, 0, 1], port, &post), Some(413));
+    assert_eq!(send_from([127, 0, 0, 1], port, GET), Some(200));
+
+    // One source's idle sockets fill its share, not every place: a newcomer
+    // from it is closed at once, one from another address is served.
+    let per_source = vat_lattice::providers::http::MAX_CONNECTIONS_PER_SOURCE;
+    let idle: Vec<TcpStream> = (0..per_source)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    while send_from([127, 0, 0, 1], port, GET).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        send_from([127, 0, 0, 1], port, GET),
+        None,
+        "the source's share is full"
+    );
+    assert_eq!(
+        send_from([127, 0, 0, 2], port, GET),
+        Some(200),
+        "another source is served"
+    );
+    drop(idle);
+    let deadline = Instant::now() + PATIENCE;
+    while send_from([127, 0, 0, 1], port, GET).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(send_from([127, 0, 0, 1], port, GET), Some(200));
+}
+
+#[test]
+fn a_binding_revoked_under_load_fails_no_call_made_before_the_removal() {
+    let lab = Lab::new(2);
+    let port = free_port();
+    lab.start(0, true, "greeter");
+    lab.start(0, false, "http");
+    lab.start(1, false, "kv");
+    lab.bind("greeter", "http", &[("port", &port.to_string())])
+        .unwrap();
+    lab.bind("greeter", "kv", &[]).unwrap();
+    let ready = until(
+        port,
+        "/kv/set/k/v",
+        |r| matches!(r, Some((200, b)) if b == "set"),
+    );
+    assert_eq!(ready, Some((200, "set".to_owned())));
+
+    // Four callers set values as fast as they can, each call timed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut calls = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let reply = get(port, &format!("/kv/set/k{i}/{n}"));
+                    calls.push((started, Instant::now(), reply));
+                    n += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let removal = Instant::now();
+    lab.unbind("greeter", "kv");
+    // Until the actor's host applied the removal, calls still go through;
+    // wait until they fail, then a little longer.
+    let failing = until(
+        port,
+        "/kv/set/x/y",
+        |r| !matches!(r, Some((200, b)) if b == "set"),
+    );
+    assert!(
+        !matches!(&failing, Some((200, b)) if b == "set"),
+        "{failing:?}"
+    );
+    let revoked = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let calls: Vec<_> = callers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let ok = |reply: &Option<(u16, String)>| matches!(reply, Some((200, b)) if b == "set");
+    let before: Vec<_> = calls
+        .iter()
+        .filter(|(_, ended, _)| *ended < removal)
+        .collect();
+    assert!(
+        before.len() > 10,
+        "too few calls before the removal: {}",
+        before.len()
+    );
+    assert!(
+        before.iter().all(|(_, _, reply)| ok(reply)),
+        "a call made before the removal failed"
+    );
+    let after: Vec<_> = calls
+        .iter()
+        .filter(|(started, _, _)| *started > revoked)
+        .collect();
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|(_, _, reply)| !ok(reply)),
+        "a call made after the revocation went through"
+    );
+    // Every call got an answer: none hung, none lost its connection.
+    assert!(calls.iter().all(|(_, _, reply)| reply.is_some()));
+}

@@ -5,9 +5,11 @@
 //!
 //! Settings: `port` (required), `address` (default: the instance's own, the
 //! host's address, so that instances on several hosts of one machine or
-//! network serve the same port each on its own address). Bounds,
-//! per binding: [`MAX_CONNECTIONS`] open connections (beyond, a newcomer is
-//! closed at once), request bodies of at most [`MAX_BODY_BYTES`], request
+//! network serve the same port each on its own address). Bounds, per
+//! binding: [`MAX_CONNECTIONS`] open connections and
+//! [`MAX_CONNECTIONS_PER_SOURCE`] from one IP address (beyond either, a
+//! newcomer is closed at once, so one source's idle sockets cannot take
+//! every place), request bodies of at most [`MAX_BODY_BYTES`], request
 //! headers within [`HEADER_TIMEOUT`] of a connection's last request.
 //! Answers of its own: `503` when the binding has no actor instance or was
 //! revoked, `502` when the actor's call fails, `413` for a body too large.
@@ -34,6 +36,8 @@ use crate::provider::{Binding, Provider, ProvisionError, Provisioned};
 pub const NAME: &str = "http";
 /// The most connections one binding holds open.
 pub const MAX_CONNECTIONS: usize = 256;
+/// The most connections one binding holds open from one IP address.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
 /// The largest request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long a connection may take to send a request's headers.
@@ -72,13 +76,16 @@ struct Listening {
     address: SocketAddr,
     actor: http_handler::Client,
     accept: JoinHandle<()>,
-    connections: Rc<RefCell<Vec<JoinHandle<()>>>>,
+    connections: Connections,
 }
+
+/// A binding's open connections, with their sources.
+type Connections = Rc<RefCell<Vec<(IpAddr, JoinHandle<()>)>>>;
 
 impl Listening {
     fn close(self) {
         self.accept.abort();
-        for connection in self.connections.borrow_mut().drain(..) {
+        for (_, connection) in self.connections.borrow_mut().drain(..) {
             connection.abort();
         }
     }
@@ -121,7 +128,7 @@ fn listen(address: SocketAddr, actor: http_handler::Client) -> Result<Listening,
     socket.set_nonblocking(true).map_err(unavailable)?;
     let listener = tokio::net::TcpListener::from_std(std::net::TcpListener::from(socket))
         .map_err(unavailable)?;
-    let connections: Rc<RefCell<Vec<JoinHandle<()>>>> = Rc::default();
+    let connections: Connections = Rc::default();
     let accept = vat_env::spawn(accept(listener, actor.clone(), Rc::clone(&connections)));
     tracing::info!(%address, "HTTP provider listening");
     Ok(Listening {
@@ -135,7 +142,7 @@ fn listen(address: SocketAddr, actor: http_handler::Client) -> Result<Listening,
 async fn accept(
     listener: tokio::net::TcpListener,
     actor: http_handler::Client,
-    connections: Rc<RefCell<Vec<JoinHandle<()>>>>,
+    connections: Connections,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -146,9 +153,16 @@ async fn accept(
                 continue;
             }
         };
-        connections.borrow_mut().retain(|c| !c.is_finished());
-        if connections.borrow().len() >= MAX_CONNECTIONS {
-            tracing::debug!(%peer, "HTTP connection refused: {MAX_CONNECTIONS} already open");
+        connections.borrow_mut().retain(|(_, c)| !c.is_finished());
+        let from_source = connections
+            .borrow()
+            .iter()
+            .filter(|(source, _)| *source == peer.ip())
+            .count();
+        if connections.borrow().len() >= MAX_CONNECTIONS
+            || from_source >= MAX_CONNECTIONS_PER_SOURCE
+        {
+            tracing::debug!(%peer, from_source, "HTTP connection refused: too many open");
             drop(stream);
             continue;
         }
@@ -163,7 +177,7 @@ async fn accept(
                 tracing::debug!(%peer, %error, "HTTP connection ended");
             }
         });
-        connections.borrow_mut().push(served);
+        connections.borrow_mut().push((peer.ip(), served));
     }
 }
 
