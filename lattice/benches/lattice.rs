@@ -1,0 +1,340 @@
+//! Benchmarks of bindings, each beside its baseline in the same run:
+//!
+//! | group | measured | baseline |
+//! |---|---|---|
+//! | `bound_call` | `Counter.add` on another vat (TLS on loopback) through what an actor holds for a binding: a caretaker over a group over a healing reference to the provider's grant | the same counter through a reference restored from the same token |
+//! | `binding_latency` | `set_binding` to the first HTTP request served on the new port; `remove_binding` to the port refusing connections (a directory of three members and one host in this process) | none: a figure of its own |
+//! | `http` | requests through the HTTP provider to a bound actor, 8 keep-alive connections | a plain hyper server in a vat answering the same body |
+//!
+//! Run with `cargo bench -p vat-lattice --bench lattice`.
+
+// A benchmark harness: a failed set-up or call should stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use schema::demo_capnp::counter;
+use vat::group::{Group, Strategy};
+use vat::VatHandle;
+use vat_directory::command::FacetKind;
+use vat_directory::operator::LocalMembers;
+use vat_directory::{DirectoryClient, DirectoryToken};
+use vat_lattice::demo::Hello;
+use vat_lattice::providers::http::HttpProvider;
+use vat_lattice::{BindingId, Config, Host, HostBuilder, Kind, Lattice, DEFAULT_LINK};
+
+thread_local! {
+    static COUNTERS: RefCell<Option<(counter::Client, counter::Client)>> = const { RefCell::new(None) };
+    static HOST: RefCell<Option<Host>> = const { RefCell::new(None) };
+}
+
+fn bound_call(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = VatHandle::start("provider").unwrap();
+    let path = dir.path().join("provider");
+    let token = provider
+        .block_on(move || async move {
+            let served = vat_lattice::serve::serve(&path, ([127, 0, 0, 1], 0).into()).await?;
+            let counter: counter::Client = vat::export(vat::demo::Counter::default());
+            let object = vat::sturdy::object_ref("bench.counter", 1)?;
+            served.persistence.provide(object.clone(), counter.client);
+            let token = served
+                .persistence
+                .mint(&object, sturdyrefs::MintOptions::default())
+                .await?;
+            std::mem::forget(served);
+            Ok::<_, vat::Error>(token)
+        })
+        .unwrap();
+    let actor = VatHandle::start("actor").unwrap();
+    actor
+        .block_on(move || async move {
+            let (direct, _) = vat::sturdy::restore(&token, None, vat::net::Limits::default())
+                .await
+                .unwrap();
+            let group = Group::new("grants", Strategy::RoundRobin);
+            let member = vat::sturdy::healing(token, None, vat::sturdy::HealOptions::default());
+            group.join(member).keep();
+            let (bound, _revoker) = vat::caretaker(group.client());
+            std::mem::forget((group, _revoker));
+            let pair = (
+                counter::Client { client: direct },
+                counter::Client { client: bound },
+            );
+            // The first call on each connects.
+            for c in [&pair.0, &pair.1] {
+                c.add_request().send().promise.await?;
+            }
+            COUNTERS.with(|h| *h.borrow_mut() = Some(pair));
+            Ok::<_, vat::Error>(())
+        })
+        .unwrap();
+    let mut group = c.benchmark_group("bound_call");
+    for (name, bound) in [("direct", false), ("bound", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                actor
+                    .run_async(move || async move {
+                        let (direct, through) =
+                            COUNTERS.with(|h| h.borrow().clone()).expect("set up");
+                        let target = if bound { through } else { direct };
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            let mut add = target.add_request();
+                            add.get().set_by(1);
+                            add.send().promise.await.unwrap();
+                        }
+                        started.elapsed()
+                    })
+                    .wait()
+                    .unwrap()
+            });
+        });
+    }
+    group.finish();
+    actor.stop().unwrap();
+    provider.stop().unwrap();
+}
+
+/// A directory of three and one host running `hello` and `http`.
+struct Lab {
+    _members: LocalMembers,
+    admin: DirectoryToken,
+    host: VatHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let members = LocalMembers::start(&dir.path().join("directory"), 3).unwrap();
+        let tokens = members.tokens.clone();
+        let host = VatHandle::start("host").unwrap();
+        let path = dir.path().join("host");
+        let admin = host
+            .block_on(move || async move {
+                let admin =
+                    vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await?;
+                let served = vat_lattice::serve::serve(&path, ([127, 0, 0, 1], 0).into())
+                    .await
+                    .unwrap();
+                let facet = DirectoryClient::new(admin.clone(), None)
+                    .mint_facet(FacetKind::Host {
+                        vat: served.persistence.vat().to_string(),
+                    })
+                    .await?;
+                let host = HostBuilder::new()
+                    .actor(Kind::new("hello", "1.0.0").unwrap(), |cx| {
+                        Ok(Hello::new(cx, "bench").export())
+                    })
+                    .provider(Kind::new("http", "1.0.0").unwrap(), |_| {
+                        Ok(Box::new(HttpProvider::new()))
+                    })
+                    .join(
+                        DirectoryClient::new(facet, None),
+                        served.persistence.clone(),
+                        Some(served.identity.clone()),
+                    )
+                    .await
+                    .unwrap();
+                host.start_actor("hello", None).await.unwrap();
+                host.start_provider("http", None).await.unwrap();
+                HOST.with(|h| *h.borrow_mut() = Some(host));
+                Ok::<_, vat_directory::DirectoryError>(admin)
+            })
+            .unwrap();
+        Lab {
+            _members: members,
+            admin,
+            host,
+            _dir: dir,
+        }
+    }
+
+    fn lattice<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
+        &self,
+        f: impl FnOnce(Lattice) -> Fut + Send + 'static,
+    ) -> T {
+        let admin = self.admin.clone();
+        self.host
+            .run_async(
+                move || async move { f(Lattice::new(DirectoryClient::new(admin, None))).await },
+            )
+            .wait()
+            .unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `GET /` on a kept connection; panics on anything but a 200.
+fn request(reader: &mut BufReader<TcpStream>) {
+    reader
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .unwrap();
+    let mut length = 0;
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line:?}");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+}
+
+fn served(port: u16) -> bool {
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut reader = BufReader::new(stream);
+    reader
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .is_ok()
+        && {
+            let mut line = String::new();
+            reader.read_line(&mut line).is_ok() && line.starts_with("HTTP/1.1 200")
+        }
+}
+
+fn binding_latency(c: &mut Criterion) {
+    let lab = Lab::new();
+    let id = BindingId::new("hello", "http", DEFAULT_LINK).unwrap();
+    let mut group = c.benchmark_group("binding_latency");
+    group.sample_size(20);
+    group.bench_function("set_binding_to_first_request_served", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let port = free_port();
+                let config: Config = [("port".to_owned(), port.to_string())].into();
+                let id = id.clone();
+                let started = Instant::now();
+                let bound = id.clone();
+                lab.lattice(move |l| async move { l.set_binding(&bound, config).await.unwrap() });
+                while !served(port) {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                total += started.elapsed();
+                lab.lattice(move |l| async move { l.remove_binding(&id).await.unwrap() });
+                while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+            total
+        });
+    });
+    group.bench_function("remove_binding_to_port_refusing", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let port = free_port();
+                let config: Config = [("port".to_owned(), port.to_string())].into();
+                let bound = id.clone();
+                lab.lattice(move |l| async move { l.set_binding(&bound, config).await.unwrap() });
+                while !served(port) {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                let removed = id.clone();
+                let started = Instant::now();
+                lab.lattice(move |l| async move { l.remove_binding(&removed).await.unwrap() });
+                while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                total += started.elapsed();
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+/// A plain hyper server in a vat, answering every request with `body`.
+fn plain_hyper(vat: &VatHandle, body: &'static str) -> u16 {
+    vat.block_on(move || async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        vat_env::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                vat_env::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(hyper::body::Bytes::from(body)),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok::<_, vat::Error>(port)
+    })
+    .unwrap()
+}
+
+/// `connections` keep-alive connections to `port`, each making `each`
+/// requests; the time they took.
+fn load(port: u16, connections: usize, each: u64) -> Duration {
+    let started = Instant::now();
+    let clients: Vec<_> = (0..connections)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut reader = BufReader::new(stream);
+                for _ in 0..each {
+                    request(&mut reader);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    started.elapsed()
+}
+
+fn http(c: &mut Criterion) {
+    let lab = Lab::new();
+    let port = free_port();
+    let id = BindingId::new("hello", "http", DEFAULT_LINK).unwrap();
+    let config: Config = [("port".to_owned(), port.to_string())].into();
+    lab.lattice(move |l| async move { l.set_binding(&id, config).await.unwrap() });
+    let plain = VatHandle::start("plain-hyper").unwrap();
+    let plain_port = plain_hyper(&plain, "hello from hello on bench/0");
+    const CONNECTIONS: usize = 8;
+    const EACH: u64 = 50;
+    let mut group = c.benchmark_group("http");
+    group.throughput(Throughput::Elements(CONNECTIONS as u64 * EACH));
+    for (name, port) in [("plain_hyper", plain_port), ("through_provider", port)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| load(port, CONNECTIONS, EACH)).sum());
+        });
+    }
+    group.finish();
+    plain.stop().unwrap();
+}
+
+criterion_group!(benches, bound_call, binding_latency, http);
+criterion_main!(benches);
