@@ -155,7 +155,8 @@ pub(crate) fn start(host: &Host) {
             if host.inner.stopped.get() {
                 return;
             }
-            if let Err(error) = pass(&host).await {
+            let span = tracing::debug_span!("bindings pass", host = %host.inner.vat);
+            if let Err(error) = tracing::Instrument::instrument(pass(&host), span).await {
                 tracing::warn!(host = %host.inner.vat, %error, "bindings not applied; retrying");
             }
             let changed = host.inner.changed.notified();

@@ -12,69 +12,25 @@ use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use schema::lattice_capnp::{http_handler, key_value};
 use vat::VatHandle;
 use vat_directory::command::FacetKind;
 use vat_directory::operator::LocalMembers;
 use vat_directory::{DirectoryClient, DirectoryToken};
+use vat_lattice::demo::Hello;
 use vat_lattice::providers::{http::HttpProvider, kv::KeyValueProvider};
 use vat_lattice::{
-    BindingId, Config, Host, HostBuilder, Kind, Lattice, LatticeError, Links, DEFAULT_LINK,
+    BindingId, Config, Host, HostBuilder, Kind, Lattice, LatticeError, DEFAULT_LINK,
 };
 
-/// Generous: the machine may be busy.
-const PATIENCE: Duration = Duration::from_secs(60);
+mod support;
+
+use support::{free_port, get, says, until, PATIENCE};
 
 thread_local! {
     /// The host of the vat whose thread this is.
     static HOST: RefCell<Option<Host>> = const { RefCell::new(None) };
-}
-
-/// An actor answering HTTP requests with its host and number; `/kv/set/K/V`
-/// and `/kv/get/K` go to the key-value provider it is bound to.
-struct Greeter {
-    name: String,
-    links: Links,
-}
-
-impl http_handler::Server for Greeter {
-    async fn handle(
-        self: Rc<Self>,
-        params: http_handler::HandleParams,
-        mut results: http_handler::HandleResults,
-    ) -> Result<(), capnp::Error> {
-        let path = params.get()?.get_request()?.get_path()?.to_string()?;
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let body = match parts.as_slice() {
-            ["kv", "set", key, value] => {
-                let kv: key_value::Client = self.links.get("kv", DEFAULT_LINK)?;
-                let mut call = kv.set_request();
-                call.get().set_key(key);
-                call.get().set_value(value.as_bytes());
-                match call.send().promise.await {
-                    Ok(_) => "set".to_owned(),
-                    Err(error) => format!("error: {:?}", vat::Error::from(error).kind()),
-                }
-            }
-            ["kv", "get", key] => {
-                let kv: key_value::Client = self.links.get("kv", DEFAULT_LINK)?;
-                let mut call = kv.get_request();
-                call.get().set_key(key);
-                match call.send().promise.await {
-                    Ok(reply) => String::from_utf8_lossy(reply.get()?.get_value()?).into_owned(),
-                    Err(error) => format!("error: {:?}", vat::Error::from(error).kind()),
-                }
-            }
-            _ => format!("hello from {}", self.name),
-        };
-        let mut response = results.get().init_response();
-        response.set_status(200);
-        response.set_body(body.as_bytes());
-        Ok(())
-    }
 }
 
 fn greeter() -> Kind {
@@ -127,12 +83,7 @@ impl Lab {
                 .map_err(|e| vat::Error::new(vat::ErrorKind::Failed, e.to_string()))?;
             let host = HostBuilder::new()
                 .actor(greeter(), move |context| {
-                    let name = format!("host{i}/{}", context.number);
-                    let greeter = Greeter {
-                        name,
-                        links: context.links.clone(),
-                    };
-                    Ok(vat::export::<http_handler::Client, _>(greeter).client)
+                    Ok(Hello::new(context, &format!("host{i}")).export())
                 })
                 .provider(Kind::new("http", "1.0.0").unwrap(), |_| {
                     Ok(Box::new(HttpProvider::new()))
@@ -222,45 +173,6 @@ impl Lab {
     }
 }
 
-/// A free port on loopback (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on `port`: the status and body, or `None` if nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let status = reply.split(' ').nth(1)?.parse().ok()?;
-    let body = reply.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// Polls `GET path` until `accept` holds.
-fn until(
-    port: u16,
-    path: &str,
-    accept: impl Fn(&Option<(u16, String)>) -> bool,
-) -> Option<(u16, String)> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let reply = get(port, path);
-        if accept(&reply) || Instant::now() > deadline {
-            return reply;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn served(reply: &Option<(u16, String)>) -> bool {
     matches!(reply, Some((200, _)))
 }
@@ -275,7 +187,7 @@ fn a_binding_follows_its_actor_across_hosts_and_its_removal_closes_the_port() {
         .unwrap();
     // set_binding returned once the provider instance took it: served now.
     let reply = get(port, "/").unwrap();
-    assert_eq!(reply, (200, format!("hello from host0/{actor}")));
+    assert_eq!(reply, (200, format!("hello from greeter on host0/{actor}")));
 
     // Setting it again changes nothing: the same listener serves on.
     lab.bind("greeter", "http", &[("port", &port.to_string())])
@@ -298,7 +210,10 @@ fn a_binding_follows_its_actor_across_hosts_and_its_removal_closes_the_port() {
     // The actor started on the other host: the provider reaches it there.
     let moved = lab.start(1, true, "greeter");
     let reply = until(port, "/", served);
-    assert_eq!(reply, Some((200, format!("hello from host1/{moved}"))));
+    assert_eq!(
+        reply,
+        Some((200, format!("hello from greeter on host1/{moved}")))
+    );
 
     // Removed: the port refuses connections.
     lab.unbind("greeter", "http");
@@ -343,8 +258,10 @@ fn a_provider_instance_started_later_receives_existing_bindings_and_reports_fail
     assert!(served(&get(taken_port, "/")));
 }
 
-#[test]
-fn an_actor_bound_to_the_key_value_provider_keeps_values_and_loses_the_grant_on_removal() {
+/// Two hosts: the actor and the HTTP provider on the first, bound to a
+/// port, the key-value provider on the second, bound to the actor; answers
+/// once the actor's grant of a bucket arrived.
+fn kv_lab() -> (Lab, u16) {
     let lab = Lab::new(2);
     let port = free_port();
     lab.start(0, true, "greeter");
@@ -353,13 +270,18 @@ fn an_actor_bound_to_the_key_value_provider_keeps_values_and_loses_the_grant_on_
     lab.bind("greeter", "http", &[("port", &port.to_string())])
         .unwrap();
     lab.bind("greeter", "kv", &[]).unwrap();
-    // The actor's grant from the provider on the other host arrives.
-    let reply = until(
-        port,
-        "/kv/set/colour/green",
-        |r| matches!(r, Some((200, body)) if body == "set"),
+    let ready = until(port, "/kv/set/ready/yes", says("set"));
+    assert!(says("set")(&ready), "{ready:?}");
+    (lab, port)
+}
+
+#[test]
+fn an_actor_bound_to_the_key_value_provider_keeps_values_and_loses_the_grant_on_removal() {
+    let (lab, port) = kv_lab();
+    assert_eq!(
+        get(port, "/kv/set/colour/green"),
+        Some((200, "set".to_owned()))
     );
-    assert_eq!(reply, Some((200, "set".to_owned())));
     assert_eq!(get(port, "/kv/get/colour"), Some((200, "green".to_owned())));
     // The key-value binding removed: the actor's capability is revoked
     // (or taken from its links), its calls fail.
@@ -450,20 +372,7 @@ fn the_http_provider_bounds_what_one_source_holds_and_what_a_request_sends() {
 
 #[test]
 fn a_binding_revoked_under_load_fails_no_call_made_before_the_removal() {
-    let lab = Lab::new(2);
-    let port = free_port();
-    lab.start(0, true, "greeter");
-    lab.start(0, false, "http");
-    lab.start(1, false, "kv");
-    lab.bind("greeter", "http", &[("port", &port.to_string())])
-        .unwrap();
-    lab.bind("greeter", "kv", &[]).unwrap();
-    let ready = until(
-        port,
-        "/kv/set/k/v",
-        |r| matches!(r, Some((200, b)) if b == "set"),
-    );
-    assert_eq!(ready, Some((200, "set".to_owned())));
+    let (lab, port) = kv_lab();
 
     // Four callers set values as fast as they can, each call timed.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

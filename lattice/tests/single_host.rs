@@ -6,45 +6,16 @@
 // Test setup failing is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use vat::VatHandle;
 use vat_lattice::demo::Hello;
 use vat_lattice::providers::{http::HttpProvider, kv::KeyValueProvider};
 use vat_lattice::{BindingId, Config, HostBuilder, Kind, Lattice, Local, DEFAULT_LINK};
 
-/// Generous: the machine may be busy.
-const PATIENCE: Duration = Duration::from_secs(60);
+mod support;
 
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream.set_read_timeout(Some(PATIENCE)).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let status = reply.split(' ').nth(1)?.parse().ok()?;
-    Some((status, reply.split_once("\r\n\r\n")?.1.to_owned()))
-}
-
-fn until(
-    port: u16,
-    path: &str,
-    accept: impl Fn(&Option<(u16, String)>) -> bool,
-) -> Option<(u16, String)> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let reply = get(port, path);
-        if accept(&reply) || Instant::now() > deadline {
-            return reply;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{free_port, get, says, until};
 
 /// Starts a host on its own store in `dir`, running `hello` and the two
 /// providers, with the plan kept in `dir`.
@@ -122,11 +93,7 @@ fn unbind(vat: &VatHandle, provider: &'static str) {
 #[test]
 fn one_host_keeps_its_bindings_in_its_own_store_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let vat = host(dir.path());
     bind(&vat, "http", [("port".to_owned(), port.to_string())].into());
     bind(&vat, "kv", Config::new());
@@ -142,11 +109,7 @@ fn one_host_keeps_its_bindings_in_its_own_store_across_a_restart() {
     vat.stop().unwrap();
     assert_eq!(until(port, "/", Option::is_none), None);
     let vat = host(dir.path());
-    let reply = until(
-        port,
-        "/kv/get/k",
-        |r| matches!(r, Some((200, body)) if body == "v"),
-    );
+    let reply = until(port, "/kv/get/k", says("v"));
     assert_eq!(reply, Some((200, "v".to_owned())));
 
     unbind(&vat, "http");
