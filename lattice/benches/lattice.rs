@@ -2,11 +2,12 @@
 //!
 //! | group | measured | baseline |
 //! |---|---|---|
-//! | `bound_call` | `Counter.add` on another vat (TLS on loopback) through what an actor holds for a binding: a caretaker over a group over a healing reference to the provider's grant | the same counter through a reference restored from the same token |
+//! | `bound_call` | `Counter.add` on another vat (TLS on loopback) through what an actor holds for a binding (`bound`: a caretaker over a group over a healing reference to the provider's grant), and each layer alone | the same counter through a reference restored from the same token (`direct`) |
 //! | `binding_latency` | `set_binding` to the first HTTP request served on the new port; `remove_binding` to the port refusing connections (a directory of three members and one host in this process) | none: a figure of its own |
 //! | `http` | requests through the HTTP provider to a bound actor, 8 keep-alive connections | a plain hyper server in a vat answering the same body |
 //!
-//! Run with `cargo bench -p vat-lattice --bench lattice`.
+//! Run with `cargo bench -p vat-lattice --bench lattice`; instructions per
+//! call with `VAT_CALLS` (see `main`).
 
 // A benchmark harness: a failed set-up or call should stop the run loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,7 +17,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use schema::demo_capnp::counter;
 use vat::group::{Group, Strategy};
 use vat::VatHandle;
@@ -28,11 +29,19 @@ use vat_lattice::providers::http::HttpProvider;
 use vat_lattice::{BindingId, Config, Host, HostBuilder, Kind, Lattice, DEFAULT_LINK};
 
 thread_local! {
-    static COUNTERS: RefCell<Option<(counter::Client, counter::Client)>> = const { RefCell::new(None) };
+    static COUNTERS: RefCell<Vec<counter::Client>> = const { RefCell::new(Vec::new()) };
     static HOST: RefCell<Option<Host>> = const { RefCell::new(None) };
 }
 
-fn bound_call(c: &mut Criterion) {
+/// The ways `bound_call` reaches one counter of another vat, in the order
+/// `COUNTERS` holds them: restored from its token (the baseline), what an
+/// actor holds for a binding (a caretaker over a group over a healing
+/// reference), and each of those layers alone.
+const TARGETS: [&str; 5] = ["direct", "bound", "healing", "group", "caretaker"];
+
+/// A provider vat serving a counter over TLS, and an actor vat holding it
+/// each way of `TARGETS`.
+fn counters() -> (VatHandle, VatHandle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let provider = VatHandle::start("provider").unwrap();
     let path = dir.path().join("provider");
@@ -57,43 +66,51 @@ fn bound_call(c: &mut Criterion) {
                 .await
                 .unwrap();
             let group = Group::new("grants", Strategy::RoundRobin);
-            let member = vat::sturdy::healing(token, None, vat::sturdy::HealOptions::default());
-            group.join(member).keep();
-            let (bound, _revoker) = vat::caretaker(group.client());
-            std::mem::forget((group, _revoker));
-            let pair = (
-                counter::Client { client: direct },
-                counter::Client { client: bound },
-            );
+            let healing = vat::sturdy::healing(token, None, vat::sturdy::HealOptions::default());
+            group.join_forwarding(healing.clone()).keep();
+            let (bound, revoker) = vat::caretaker(group.client());
+            let plain = Group::new("plain", Strategy::RoundRobin);
+            plain.join(direct.clone()).keep();
+            let (caretaker, revoker2) = vat::caretaker(direct.clone());
+            let all: Vec<counter::Client> = [direct, bound, healing, plain.client(), caretaker]
+                .into_iter()
+                .map(|client| counter::Client { client })
+                .collect();
+            // Held for the process's life.
+            std::mem::forget((group, plain, revoker, revoker2));
             // The first call on each connects.
-            for c in [&pair.0, &pair.1] {
+            for c in &all {
                 c.add_request().send().promise.await?;
             }
-            COUNTERS.with(|h| *h.borrow_mut() = Some(pair));
+            COUNTERS.with(|h| *h.borrow_mut() = all);
             Ok::<_, vat::Error>(())
         })
         .unwrap();
+    (provider, actor, dir)
+}
+
+/// `iters` calls one after another on target number `which`.
+fn calls(actor: &VatHandle, which: usize, iters: u64) -> Duration {
+    actor
+        .run_async(move || async move {
+            let target = COUNTERS.with(|h| h.borrow()[which].clone());
+            let started = Instant::now();
+            for _ in 0..iters {
+                let mut add = target.add_request();
+                add.get().set_by(1);
+                add.send().promise.await.unwrap();
+            }
+            started.elapsed()
+        })
+        .wait()
+        .unwrap()
+}
+
+fn bound_call(c: &mut Criterion) {
+    let (provider, actor, _dir) = counters();
     let mut group = c.benchmark_group("bound_call");
-    for (name, bound) in [("direct", false), ("bound", true)] {
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                actor
-                    .run_async(move || async move {
-                        let (direct, through) =
-                            COUNTERS.with(|h| h.borrow().clone()).expect("set up");
-                        let target = if bound { through } else { direct };
-                        let started = Instant::now();
-                        for _ in 0..iters {
-                            let mut add = target.add_request();
-                            add.get().set_by(1);
-                            add.send().promise.await.unwrap();
-                        }
-                        started.elapsed()
-                    })
-                    .wait()
-                    .unwrap()
-            });
-        });
+    for (which, name) in TARGETS.into_iter().enumerate() {
+        group.bench_function(name, |b| b.iter_custom(|iters| calls(&actor, which, iters)));
     }
     group.finish();
     actor.stop().unwrap();
@@ -337,4 +354,24 @@ fn http(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bound_call, binding_latency, http);
-criterion_main!(benches);
+
+/// `VAT_CALLS=NAME:N` (NAME one of `TARGETS`) makes the binary make N
+/// calls that way and exit, for counting instructions from outside:
+/// `valgrind --tool=callgrind` at two values of N, the difference divided
+/// by the difference in N is the instructions per call, set-up cancelled.
+fn main() {
+    if let Ok(spec) = std::env::var("VAT_CALLS") {
+        let (name, count) = spec.split_once(':').expect("VAT_CALLS=NAME:N");
+        let which = TARGETS
+            .iter()
+            .position(|t| *t == name)
+            .unwrap_or_else(|| panic!("VAT_CALLS names one of {TARGETS:?}, not {name}"));
+        let (provider, actor, _dir) = counters();
+        calls(&actor, which, count.parse().expect("a number of calls"));
+        actor.stop().unwrap();
+        provider.stop().unwrap();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

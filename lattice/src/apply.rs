@@ -77,21 +77,22 @@ impl Members {
             if self.members.contains_key(key) {
                 continue;
             }
-            let member = match local(key) {
-                Some(client) => client,
+            let membership = match local(key) {
+                Some(client) => self.group.join(client),
                 None => match token.parse::<SturdyRef>() {
-                    Ok(token) => vat::sturdy::healing(
+                    // Another vat's: a healing reference, asked for its
+                    // own request while connected (no copy per call).
+                    Ok(token) => self.group.join_forwarding(vat::sturdy::healing(
                         token,
                         host.inner.identity.clone(),
                         vat::sturdy::HealOptions::default(),
-                    ),
+                    )),
                     Err(error) => {
                         tracing::warn!(key = %key, %error, "a registered token does not parse; skipped");
                         continue;
                     }
                 },
             };
-            let membership = self.group.join(member);
             self.members
                 .insert(key.clone(), (token.clone(), membership));
         }

@@ -166,6 +166,21 @@ impl Lab {
         self.lattice(move |lattice| async move { lattice.set_binding(&id, config).await.map(drop) })
     }
 
+    /// Each grant of a binding and the log index of its last write:
+    /// unchanged means no provider instance provisioned it anew.
+    fn grants(&self, actor: &str, provider: &str) -> Vec<(String, u64)> {
+        let id = BindingId::new(actor, provider, DEFAULT_LINK).unwrap();
+        self.lattice(move |lattice| async move {
+            let status = lattice.binding(&id).await?.expect("the binding exists");
+            Ok(status
+                .grants
+                .into_iter()
+                .map(|g| (g.instance, g.index))
+                .collect())
+        })
+        .unwrap()
+    }
+
     fn unbind(&self, actor: &str, provider: &str) {
         let id = BindingId::new(actor, provider, DEFAULT_LINK).unwrap();
         self.lattice(move |lattice| async move { lattice.remove_binding(&id).await })
@@ -189,10 +204,27 @@ fn a_binding_follows_its_actor_across_hosts_and_its_removal_closes_the_port() {
     let reply = get(port, "/").unwrap();
     assert_eq!(reply, (200, format!("hello from greeter on host0/{actor}")));
 
-    // Setting it again changes nothing: the same listener serves on.
+    // Setting it again changes nothing: no instance provisions it anew.
+    let grants = lab.grants("greeter", "http");
     lab.bind("greeter", "http", &[("port", &port.to_string())])
         .unwrap();
     assert!(served(&get(port, "/")));
+    assert_eq!(lab.grants("greeter", "http"), grants, "re-provisioned");
+
+    // A changed config reaches the instance, which reconfigures: the new
+    // port serves, the old one closes.
+    let port = {
+        let new_port = free_port();
+        lab.bind("greeter", "http", &[("port", &new_port.to_string())])
+            .unwrap();
+        assert!(served(&get(new_port, "/")));
+        assert_eq!(
+            until(port, "/", Option::is_none),
+            None,
+            "the old port still answers"
+        );
+        new_port
+    };
 
     // The actor's only instance gone: the binding stays, calls fail fast.
     lab.stop(0, actor);
@@ -283,6 +315,32 @@ fn an_actor_bound_to_the_key_value_provider_keeps_values_and_loses_the_grant_on_
         Some((200, "set".to_owned()))
     );
     assert_eq!(get(port, "/kv/get/colour"), Some((200, "green".to_owned())));
+
+    // The provider's only instance stopped: the binding stays, the actor's
+    // calls fail at once; a new instance receives the binding at start.
+    let kv = lab
+        .on_host(1, |host| async move {
+            Ok(host
+                .inventory()
+                .into_iter()
+                .map(|i| i.number)
+                .collect::<Vec<_>>())
+        })
+        .unwrap();
+    lab.stop(1, kv[0]);
+    let reply = until(
+        port,
+        "/kv/get/colour",
+        |r| matches!(r, Some((200, body)) if body.starts_with("error")),
+    );
+    assert!(
+        matches!(&reply, Some((200, body)) if body.starts_with("error")),
+        "{reply:?}"
+    );
+    lab.start(1, false, "kv");
+    let reply = until(port, "/kv/get/colour", says("green"));
+    assert!(says("green")(&reply), "{reply:?}");
+
     // The key-value binding removed: the actor's capability is revoked
     // (or taken from its links), its calls fail.
     lab.unbind("greeter", "kv");

@@ -211,6 +211,30 @@ impl Client {
         Arc::new(kept)
     }
 
+    /// The call-one face of a group whose one member is a healing reference
+    /// to the counter `token` names, joined as a forwarding member.
+    fn heal_in_group(&self, token: &str) -> Arc<Root<Held>> {
+        let token: SturdyRef = token.parse().unwrap();
+        let identity = self.identity.clone();
+        let options = HealOptions {
+            wait: Duration::from_secs(20),
+            ..HealOptions::default()
+        };
+        let kept = self
+            .vat
+            .run(move || {
+                let group = vat::group::Group::new("healing", vat::group::Strategy::RoundRobin);
+                group
+                    .join_forwarding(healing(token, identity, options))
+                    .keep();
+                let held = vat::spawn(Held(group.client()));
+                vat::current().root(&held)
+            })
+            .wait()
+            .unwrap();
+        Arc::new(kept)
+    }
+
     /// Restores `token` afresh and adds `by` to the counter it names.
     fn add(&self, token: &str, by: i64) -> Outcome {
         match self.restore(token) {
@@ -633,6 +657,35 @@ fn add_in(vat: &VatHandle, held: &Arc<Root<Held>>, by: i64) -> Outcome {
     })
     .wait()
     .unwrap()
+}
+
+#[test]
+fn a_group_of_a_forwarding_healing_member_waits_through_its_vats_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::generate().unwrap();
+    let server = Server::start(dir.path(), &identity, 0);
+    let port = server.addr.port();
+    let token = server.mint(MintOptions::default());
+    let client = Client::start("client", false);
+    let counter = client.heal_in_group(&token);
+    // Connected: the call takes the member's own request.
+    assert_eq!(client.add_on(&counter, 1), Outcome::Value(1));
+    server.stop();
+    // Let the healing reference see its connection end, then call: the
+    // member has no connection's request to give, so the call is lent to
+    // it and waits for the vat, rather than failing.
+    std::thread::sleep(Duration::from_millis(300));
+    let (vat, held) = (client.vat.clone(), Arc::clone(&counter));
+    let waiting = std::thread::spawn(move || add_in(&vat, &held, 1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !waiting.is_finished(),
+        "the call waits while the vat is down"
+    );
+    let server = Server::start(dir.path(), &identity, port);
+    assert_eq!(waiting.join().unwrap(), Outcome::Value(2));
+    assert_eq!(client.add_on(&counter, 1), Outcome::Value(3));
+    server.stop();
 }
 
 #[test]

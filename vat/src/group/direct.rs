@@ -51,7 +51,7 @@ pub(crate) fn request(
             let broken = capnp_rpc::new_broken_cap(error);
             return Some(broken.hook.new_call(interface_id, method_id, size_hint));
         };
-        if !member.remote {
+        if !member.asks_for_requests() {
             // The lending path picks again from the same place: the same
             // member for round-robin and least in flight.
             shared.restore_cursor(cursor);
@@ -64,6 +64,12 @@ pub(crate) fn request(
                 member,
                 shared: shared.clone(),
             })));
+        }
+        if !member.remote {
+            // A forwarding member not connected now: its request is dropped
+            // unsent, and the call is lent to it, to wait as its own do.
+            shared.restore_cursor(cursor);
+            return None;
         }
         // The connection is gone: the broken request fails at once with
         // its reason, and no call was written.

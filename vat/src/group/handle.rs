@@ -99,7 +99,19 @@ impl Group {
     /// plain `capnp::capability::Client`). It serves calls from now on,
     /// until the returned [`Membership`] is dropped or left.
     pub fn join<C: FromClientHook>(&self, member: C) -> Membership {
-        let id = self.shared.add(member.into_client_hook());
+        let id = self.shared.add(member.into_client_hook(), false);
+        Membership::new(&self.shared, id)
+    }
+
+    /// Adds `member`, a reference of this vat that forwards to an object of
+    /// another vat (a healing reference, or a caretaker over one), as
+    /// [`join`](Group::join) does. While it is connected, a call made in
+    /// this vat on the call-one face is built in the member's own request,
+    /// as for a connection's capability (the fast path, no copy); while it
+    /// is not, the call is lent to it and waits as the member's own calls
+    /// do.
+    pub fn join_forwarding<C: FromClientHook>(&self, member: C) -> Membership {
+        let id = self.shared.add(member.into_client_hook(), true);
         Membership::new(&self.shared, id)
     }
 

@@ -63,6 +63,10 @@ pub(crate) struct Member {
     /// A capability of an RPC connection (capnp-rpc's import): a call on it
     /// that fails at once was never written to the connection.
     pub(crate) remote: bool,
+    /// A reference of this vat forwarding to another vat's object (joined
+    /// with `join_forwarding`): asked for its own request, used when it is
+    /// a connection's.
+    pub(crate) forwards: bool,
     in_flight: Cell<u32>,
     calls: Cell<u64>,
     reachable: Cell<bool>,
@@ -74,10 +78,11 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    pub(crate) fn new(id: MemberId, hook: Box<dyn ClientHook>) -> Member {
+    pub(crate) fn new(id: MemberId, hook: Box<dyn ClientHook>, forwards: bool) -> Member {
         Member {
             id,
             remote: hook.get_brand() != 0,
+            forwards,
             hook,
             in_flight: Cell::new(0),
             calls: Cell::new(0),
@@ -86,6 +91,11 @@ impl Member {
             backoff: Cell::new(Duration::ZERO),
             probing: Cell::new(false),
         }
+    }
+
+    /// Whether the fast path asks it for its own request.
+    pub(crate) fn asks_for_requests(&self) -> bool {
+        self.remote || self.forwards
     }
 
     pub(crate) fn info(&self) -> MemberInfo {

@@ -47,11 +47,15 @@ impl Shared {
         }
     }
 
-    pub(crate) fn add(&self, hook: Box<dyn capnp::private::capability::ClientHook>) -> MemberId {
+    pub(crate) fn add(
+        &self,
+        hook: Box<dyn capnp::private::capability::ClientHook>,
+        forwards: bool,
+    ) -> MemberId {
         let id = MemberId(self.next_id.get());
         self.next_id.set(id.0 + 1);
-        let member = Member::new(id, hook);
-        if member.remote {
+        let member = Member::new(id, hook, forwards);
+        if member.asks_for_requests() {
             self.remote.set(self.remote.get() + 1);
         }
         self.members.borrow_mut().push(Rc::new(member));
@@ -68,7 +72,7 @@ impl Shared {
                 .map(|at| members.remove(at))
         };
         if let Some(member) = &removed {
-            if member.remote {
+            if member.asks_for_requests() {
                 self.remote.set(self.remote.get().saturating_sub(1));
             }
             tracing::debug!(group = %self.name, member = %id, "member left");

@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use capnp::any_pointer;
 use capnp::capability::Promise;
 use capnp::private::capability::{ParamsHook, ResultsHook};
 use captp::log::Untrusted;
@@ -250,5 +251,24 @@ impl Front for Heal {
             }
             outcome
         })
+    }
+
+    /// While connected, the caller builds its call in the restored object's
+    /// own request: no copy of params and results, no forwarding future.
+    /// A connection that ends is noticed by its watch (`watch`), which
+    /// reconnects; a call made in between fails `Disconnected`, as one
+    /// forwarded to the dead link would.
+    fn new_request(
+        self: &Rc<Self>,
+        interface_id: u64,
+        method_id: u16,
+        size_hint: Option<capnp::MessageSize>,
+    ) -> Option<capnp::capability::Request<any_pointer::Owned, any_pointer::Owned>> {
+        if self.refused.borrow().is_some() {
+            return None;
+        }
+        let link = self.link.borrow();
+        let (object, _) = link.as_ref()?;
+        Some(object.hook.new_call(interface_id, method_id, size_hint))
     }
 }
