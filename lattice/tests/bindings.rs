@@ -382,7 +382,7 @@ fn send_from(from: [u8; 4], port: u16, text: &[u8]) -> Option<u16> {
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
 
 #[test]
-fn the_http_provider_bounds_what_one_source_holds_and_what_a_request_sends() {
+fn the_http_provider_bounds_what_sources_hold_and_what_a_request_sends() {
     let lab = Lab::new(1);
     let port = free_port();
     lab.start(0, true, "greeter");
@@ -400,32 +400,70 @@ fn the_http_provider_bounds_what_one_source_holds_and_what_a_request_sends() {
     assert_eq!(send_from([127, 0, 0, 1], port, &post), Some(413));
     assert_eq!(send_from([127, 0, 0, 1], port, GET), Some(200));
 
-    // One source's idle sockets fill its share, not every place: a newcomer
-    // from it is closed at once, one from another address is served.
-    let per_source = vat_lattice::providers::http::MAX_CONNECTIONS_PER_SOURCE;
-    let idle: Vec<TcpStream> = (0..per_source)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+    // Every place taken by sockets that never speak, from eight addresses
+    // (each its whole share): an honest client is served all the same, from
+    // a new address or from one of theirs, the oldest silent socket closed
+    // to make room.
+    use vat_lattice::providers::http::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE};
+    let sources = MAX_CONNECTIONS / MAX_CONNECTIONS_PER_SOURCE;
+    let connect_from = |from: [u8; 4]| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+        socket
+            .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        TcpStream::from(socket)
+    };
+    let silent: Vec<TcpStream> = (0..sources)
+        .flat_map(|s| (0..MAX_CONNECTIONS_PER_SOURCE).map(move |_| [127, 0, 1, s as u8 + 1]))
+        .map(connect_from)
+        .collect();
+    // Let the provider accept them all before the honest clients come.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        send_from([127, 0, 0, 1], port, GET),
+        Some(200),
+        "a new address"
+    );
+    assert_eq!(
+        send_from([127, 0, 1, 1], port, GET),
+        Some(200),
+        "an attacker's address"
+    );
+
+    // Connections that spoke keep their places: one source's share full of
+    // them, its newcomer is closed; another source is served.
+    drop(silent);
+    let spoken: Vec<TcpStream> = (0..MAX_CONNECTIONS_PER_SOURCE)
+        .map(|_| {
+            let mut stream = connect_from([127, 0, 2, 1]);
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+                .unwrap();
+            // Its answer read: it spoke, and stays open (keep-alive).
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            let mut answer = [0u8; 12];
+            stream.read_exact(&mut answer).unwrap();
+            assert_eq!(&answer, b"HTTP/1.1 200");
+            stream
+        })
         .collect();
     let deadline = Instant::now() + PATIENCE;
-    while send_from([127, 0, 0, 1], port, GET).is_some() && Instant::now() < deadline {
+    while send_from([127, 0, 2, 1], port, GET).is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        send_from([127, 0, 0, 1], port, GET),
+        send_from([127, 0, 2, 1], port, GET),
         None,
         "the source's share is full"
     );
     assert_eq!(
-        send_from([127, 0, 0, 2], port, GET),
+        send_from([127, 0, 0, 1], port, GET),
         Some(200),
         "another source is served"
     );
-    drop(idle);
-    let deadline = Instant::now() + PATIENCE;
-    while send_from([127, 0, 0, 1], port, GET).is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(send_from([127, 0, 0, 1], port, GET), Some(200));
+    drop(spoken);
 }
 
 #[test]

@@ -7,18 +7,23 @@
 //! host's address, so that instances on several hosts of one machine or
 //! network serve the same port each on its own address). Bounds, per
 //! binding: [`MAX_CONNECTIONS`] open connections and
-//! [`MAX_CONNECTIONS_PER_SOURCE`] from one IP address (beyond either, a
-//! newcomer is closed at once, so one source's idle sockets cannot take
-//! every place), request bodies of at most [`MAX_BODY_BYTES`], request
-//! headers within [`HEADER_TIMEOUT`] of a connection's last request.
+//! [`MAX_CONNECTIONS_PER_SOURCE`] from one IP address, request bodies of at
+//! most [`MAX_BODY_BYTES`], request headers within [`HEADER_TIMEOUT`].
+//! Beyond a connection bound the newcomer is not refused: the oldest
+//! connection of that scope that has not sent a byte yet is closed to make
+//! room (an honest client sends its request at once, so idle sockets, from
+//! however many addresses, cannot keep it out); only when every connection
+//! of the scope has spoken is the newcomer closed.
 //! Answers of its own: `503` when the binding has no actor instance or was
 //! revoked, `502` when the actor's call fails, `413` for a body too large.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
@@ -27,6 +32,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use schema::lattice_capnp::http_handler;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
 use crate::kind::{BindingId, Config};
@@ -79,14 +85,91 @@ struct Listening {
     connections: Connections,
 }
 
-/// A binding's open connections, with their sources.
-type Connections = Rc<RefCell<Vec<(IpAddr, JoinHandle<()>)>>>;
+/// A binding's open connections, oldest first.
+type Connections = Rc<RefCell<Vec<Open>>>;
+
+/// One open connection: where from, whether it sent anything yet, and the
+/// task serving it.
+struct Open {
+    source: IpAddr,
+    spoke: Rc<Cell<bool>>,
+    task: JoinHandle<()>,
+}
+
+/// A stream that notes when its peer first sends a byte.
+struct Spoken<S> {
+    inner: S,
+    spoke: Rc<Cell<bool>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Spoken<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.spoke.set(true);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Spoken<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, bytes)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Makes room for a newcomer from `source`: within a full scope (the
+/// source's share, or every place), closes the oldest connection that has
+/// not spoken. Answers whether there is room now.
+fn make_room(connections: &mut Vec<Open>, source: IpAddr) -> bool {
+    connections.retain(|open| !open.task.is_finished());
+    // The source's share, then every place.
+    let scopes = [
+        (Some(source), MAX_CONNECTIONS_PER_SOURCE),
+        (None, MAX_CONNECTIONS),
+    ];
+    for (scope, limit) in scopes {
+        let in_scope = |open: &Open| scope.is_none_or(|source| open.source == source);
+        if connections.iter().filter(|open| in_scope(open)).count() < limit {
+            continue;
+        }
+        let silent = connections
+            .iter()
+            .position(|open| in_scope(open) && !open.spoke.get());
+        match silent {
+            Some(oldest) => {
+                let shed = connections.remove(oldest);
+                tracing::debug!(source = %shed.source, "HTTP connection that never spoke closed to make room");
+                shed.task.abort();
+            }
+            None => return false,
+        }
+    }
+    true
+}
 
 impl Listening {
     fn close(self) {
         self.accept.abort();
-        for (_, connection) in self.connections.borrow_mut().drain(..) {
-            connection.abort();
+        for open in self.connections.borrow_mut().drain(..) {
+            open.task.abort();
         }
     }
 }
@@ -153,21 +236,18 @@ async fn accept(
                 continue;
             }
         };
-        connections.borrow_mut().retain(|(_, c)| !c.is_finished());
-        let from_source = connections
-            .borrow()
-            .iter()
-            .filter(|(source, _)| *source == peer.ip())
-            .count();
-        if connections.borrow().len() >= MAX_CONNECTIONS
-            || from_source >= MAX_CONNECTIONS_PER_SOURCE
-        {
-            tracing::debug!(%peer, from_source, "HTTP connection refused: too many open");
+        if !make_room(&mut connections.borrow_mut(), peer.ip()) {
+            tracing::debug!(%peer, "HTTP connection refused: every place holds a connection that spoke");
             drop(stream);
             continue;
         }
         let actor = actor.clone();
-        let served = vat_env::spawn(async move {
+        let spoke = Rc::new(Cell::new(false));
+        let stream = Spoken {
+            inner: stream,
+            spoke: Rc::clone(&spoke),
+        };
+        let task = vat_env::spawn(async move {
             let service = hyper::service::service_fn(move |request| handle(actor.clone(), request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -177,7 +257,11 @@ async fn accept(
                 tracing::debug!(%peer, %error, "HTTP connection ended");
             }
         });
-        connections.borrow_mut().push((peer.ip(), served));
+        connections.borrow_mut().push(Open {
+            source: peer.ip(),
+            spoke,
+            task,
+        });
     }
 }
 
