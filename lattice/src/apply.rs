@@ -396,7 +396,7 @@ async fn write_grant(
     digest: String,
     outcome: GrantOutcome,
 ) -> Result<(), LatticeError> {
-    let key = format!("{}{}/{number}", id.grants(), host.inner.vat);
+    let key = id.grant_key(&host.inner.vat, number);
     let record = Record::Grant(GrantRecord {
         config_digest: digest,
         outcome,
@@ -447,7 +447,7 @@ pub(crate) async fn unprovide(
         host.unmint(&grant.object, &grant.token).await;
     }
     if keep == Keep::Nothing {
-        let key = format!("{}{}/{number}", id.grants(), host.inner.vat);
+        let key = id.grant_key(&host.inner.vat, number);
         if let Err(error) = host.inner.directory.delete(&key).await {
             tracing::debug!(%error, "a grant was not deleted (the binding's removal deletes it)");
         }
@@ -563,11 +563,7 @@ fn local_grant(host: &Host, key: &str) -> Option<capnp::capability::Client> {
         return None;
     }
     let number: u64 = grant.n.parse().ok()?;
-    let id = BindingId {
-        actor: grant.binding.actor.to_owned(),
-        provider: grant.binding.provider.to_owned(),
-        link: grant.binding.link.to_owned(),
-    };
+    let id = BindingId::from(&grant.binding);
     let applied = host.inner.applied.borrow();
     let provided = applied.provided.get(&(number, id))?;
     provided.grant.as_ref().map(|g| g.client.clone())

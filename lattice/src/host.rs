@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 use vat::net::Identity;
 use vat::sturdy::Persistence;
 use vat_directory::record::{
-    HostRecord, InstanceRecord, Record, VatRecord, HOSTS, INSTANCES, VATS,
+    GrantKey, HostRecord, InstanceKey, InstanceRecord, Record, VatRecord, GRANTS, HOSTS, INSTANCES,
+    VATS,
 };
 
 use crate::actor::{ActorContext, Links};
@@ -263,19 +264,20 @@ impl Host {
         actors.chain(providers).collect()
     }
 
-    /// Picks the registered kind `name` at `version`, or at its only
-    /// version when `version` is `None`.
-    fn pick(&self, role: Role, name: &str, version: Option<&str>) -> Result<Kind, LatticeError> {
-        let kinds: Vec<&Kind> = match role {
-            Role::Actor => self.inner.actors.keys().collect(),
-            Role::Provider => self.inner.providers.keys().collect(),
-        };
-        let matching: Vec<&Kind> = kinds
-            .into_iter()
-            .filter(|k| k.name == name && version.is_none_or(|v| k.version == v))
+    /// Picks from `factories` the kind `name` at `version`, or at its only
+    /// version when `version` is `None`, with its factory.
+    fn pick<F: Clone>(
+        factories: &BTreeMap<Kind, F>,
+        role: Role,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(Kind, F), LatticeError> {
+        let matching: Vec<(&Kind, &F)> = factories
+            .iter()
+            .filter(|(k, _)| k.name == name && version.is_none_or(|v| k.version == v))
             .collect();
         match matching.as_slice() {
-            [one] => Ok((*one).clone()),
+            [(kind, factory)] => Ok(((*kind).clone(), (*factory).clone())),
             [] => Err(LatticeError::NoFactory {
                 role,
                 name: captp::log::Untrusted(name).to_string(),
@@ -284,7 +286,7 @@ impl Host {
             several => Err(LatticeError::AmbiguousVersion {
                 role,
                 name: name.to_owned(),
-                versions: several.iter().map(|k| k.version.clone()).collect(),
+                versions: several.iter().map(|(k, _)| k.version.clone()).collect(),
             }),
         }
     }
@@ -297,13 +299,7 @@ impl Host {
         name: &str,
         version: Option<&str>,
     ) -> Result<u64, LatticeError> {
-        let kind = self.pick(Role::Actor, name, version)?;
-        let factory = self.inner.actors.get(&kind).cloned();
-        let factory = factory.ok_or_else(|| LatticeError::NoFactory {
-            role: Role::Actor,
-            name: name.to_owned(),
-            version: None,
-        })?;
+        let (kind, factory) = Self::pick(&self.inner.actors, Role::Actor, name, version)?;
         let number = self.take_number();
         let links = Links::default();
         let context = ActorContext {
@@ -348,13 +344,7 @@ impl Host {
         name: &str,
         version: Option<&str>,
     ) -> Result<u64, LatticeError> {
-        let kind = self.pick(Role::Provider, name, version)?;
-        let factory = self.inner.providers.get(&kind).cloned();
-        let factory = factory.ok_or_else(|| LatticeError::NoFactory {
-            role: Role::Provider,
-            name: name.to_owned(),
-            version: None,
-        })?;
+        let (kind, factory) = Self::pick(&self.inner.providers, Role::Provider, name, version)?;
         let number = self.take_number();
         let provider = factory(&ProviderContext {
             kind: kind.clone(),
@@ -537,11 +527,11 @@ impl Host {
             }
         }
         let vat = &self.inner.vat;
-        for prefix in [INSTANCES, vat_directory::record::GRANTS] {
+        for prefix in [INSTANCES, GRANTS] {
             let listed = self.inner.directory.list(prefix).await?;
             for entry in listed {
-                let segments: Vec<&str> = entry.key.split('/').collect();
-                let ours = segments.len() >= 2 && segments[segments.len() - 2] == vat;
+                let ours = InstanceKey::parse(&entry.key).is_ok_and(|k| k.vat == vat)
+                    || GrantKey::parse(&entry.key).is_ok_and(|k| k.vat == vat);
                 if ours {
                     self.inner.directory.delete(&entry.key).await?;
                 }

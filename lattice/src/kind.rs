@@ -126,14 +126,26 @@ impl BindingId {
         )
     }
 
+    /// The key of provider instance `n` of vat `vat`'s grant:
+    /// `grants/<actor>/<provider>/<link>/<vat>/<n>`.
+    pub fn grant_key(&self, vat: &str, n: u64) -> String {
+        format!("{}{vat}/{n}", self.grants())
+    }
+
     /// Reads a binding's key.
     pub fn from_key(key: &str) -> Option<BindingId> {
         let parsed = vat_directory::record::BindingKey::parse(key).ok()?;
-        Some(BindingId {
-            actor: parsed.actor.to_owned(),
-            provider: parsed.provider.to_owned(),
-            link: parsed.link.to_owned(),
-        })
+        Some(BindingId::from(&parsed))
+    }
+}
+
+impl From<&vat_directory::record::BindingKey<'_>> for BindingId {
+    fn from(key: &vat_directory::record::BindingKey<'_>) -> BindingId {
+        BindingId {
+            actor: key.actor.to_owned(),
+            provider: key.provider.to_owned(),
+            link: key.link.to_owned(),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use capnp::capability::FromClientHook;
 use schema::lattice_capnp::{host, Role as WireRole};
 use vat::VatHandle;
 use vat_directory::client::Consistency;
-use vat_directory::record::{Record, HOSTS};
+use vat_directory::record::{InstanceKey, Record, HOSTS};
 use vat_directory::token::DirectoryTokenError;
 use vat_directory::{DirectoryClient, DirectoryError, DirectoryToken};
 
@@ -160,7 +160,7 @@ async fn execute(command: Command) -> Result<Vec<String>, CliError> {
             for (vat, record) in lattice.hosts().await? {
                 let count = instances
                     .iter()
-                    .filter(|key| key.split('/').nth(2) == Some(vat.as_str()))
+                    .filter(|key| InstanceKey::parse(key).is_ok_and(|i| i.vat == vat))
                     .count();
                 out.push(format!(
                     "{vat} {} hints={} instances={count}",
