@@ -197,13 +197,8 @@ fn wait_for(mut condition: impl FnMut() -> bool) {
 /// redb on disk) and a client vat; answers the admin token.
 fn in_process_cluster(root: &Path) -> (LocalMembers, VatHandle, DirectoryToken) {
     let members = LocalMembers::start(root, 3).unwrap();
-    let tokens = members.tokens.clone();
     let client = VatHandle::start("bench-client").unwrap();
-    let admin = client
-        .block_on(move || async move {
-            vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await
-        })
-        .unwrap();
+    let admin = members.form_cluster(&client).unwrap();
     (members, client, admin)
 }
 

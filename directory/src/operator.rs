@@ -271,6 +271,13 @@ impl LocalMembers {
         }
         Ok(members)
     }
+
+    /// Makes the members one cluster ([`form_cluster`], run in the vat
+    /// `on`, calling anonymously) and answers its admin token.
+    pub fn form_cluster(&self, on: &vat::VatHandle) -> Result<DirectoryToken, DirectoryError> {
+        let tokens = self.tokens.clone();
+        on.block_on(move || async move { form_cluster(&tokens, None, |_, _, _| {}).await })
+    }
 }
 
 impl Drop for LocalMembers {

@@ -25,13 +25,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 fn cluster(root: &Path) -> (LocalMembers, VatHandle, DirectoryToken) {
     let members = LocalMembers::start(root, 3).unwrap();
-    let tokens = members.tokens.clone();
     let client = VatHandle::start("client").unwrap();
-    let admin = client
-        .block_on(move || async move {
-            vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await
-        })
-        .unwrap();
+    let admin = members.form_cluster(&client).unwrap();
     (members, client, admin)
 }
 

@@ -129,17 +129,16 @@ impl Lab {
     fn new() -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let members = LocalMembers::start(&dir.path().join("directory"), 3).unwrap();
-        let tokens = members.tokens.clone();
         let host = VatHandle::start("host").unwrap();
         let path = dir.path().join("host");
-        let admin = host
-            .block_on(move || async move {
-                let admin =
-                    vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await?;
+        let admin = members.form_cluster(&host).unwrap();
+        host.block_on({
+            let admin = admin.clone();
+            move || async move {
                 let served = vat_lattice::serve::serve(&path, ([127, 0, 0, 1], 0).into())
                     .await
                     .unwrap();
-                let facet = DirectoryClient::new(admin.clone(), None)
+                let facet = DirectoryClient::new(admin, None)
                     .mint_facet(FacetKind::Host {
                         vat: served.persistence.vat().to_string(),
                     })
@@ -161,9 +160,10 @@ impl Lab {
                 host.start_actor("hello", None).await.unwrap();
                 host.start_provider("http", None).await.unwrap();
                 HOST.with(|h| *h.borrow_mut() = Some(host));
-                Ok::<_, vat_directory::DirectoryError>(admin)
-            })
-            .unwrap();
+                Ok::<_, vat_directory::DirectoryError>(())
+            }
+        })
+        .unwrap();
         Lab {
             _members: members,
             admin,

@@ -103,13 +103,8 @@ impl Lab {
     fn new() -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let members = LocalMembers::start(&dir.path().join("directory"), 3).unwrap();
-        let tokens = members.tokens.clone();
         let operator = VatHandle::start("operator").unwrap();
-        let admin = operator
-            .block_on(move || async move {
-                vat_directory::operator::form_cluster(&tokens, None, |_, _, _| {}).await
-            })
-            .unwrap();
+        let admin = members.form_cluster(&operator).unwrap();
         Lab {
             _members: members,
             admin,
