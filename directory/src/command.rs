@@ -21,8 +21,9 @@ pub enum FacetKind {
     Admin,
     /// One host's records: write `vats/<vat>` and its own instances
     /// (`instances/<kind>@<version>/<vat>/<n>`), renew its lease; read and
-    /// watch `vats/`, its own instances, and the bindings of the kinds it
-    /// runs an instance of, and no others (see `Machine::visible`).
+    /// watch `vats/`, its own instances, the bindings of the kinds it runs
+    /// an instance of, and the instances and routes of the kinds bound to
+    /// those, and no others (see `Machine::visible`).
     Host {
         /// The vat id (text form).
         vat: String,
@@ -41,17 +42,17 @@ pub enum FacetKind {
 
 impl FacetKind {
     /// Whether the holder may read (and watch) `key` (or a prefix). A host
-    /// passes for all of `instances/`, `bindings/` and `grants/`; which of
+    /// passes for all of `instances/`, `bindings/`, `grants/` and `routes/`; which of
     /// those it is shown depends on the instances it runs, which
     /// `Machine::visible` checks per key.
     pub fn may_read(&self, key: &str) -> bool {
-        use crate::record::{BINDINGS, GRANTS, INSTANCES, VATS};
+        use crate::record::{BINDINGS, GRANTS, INSTANCES, ROUTES, VATS};
         match self {
             FacetKind::Admin => true,
             FacetKind::Host { .. } => {
                 // A prefix shorter than one of these (`""`, `inst`) would
                 // ask for more than a host may see.
-                [VATS, INSTANCES, BINDINGS, GRANTS]
+                [VATS, INSTANCES, BINDINGS, GRANTS, ROUTES]
                     .iter()
                     .any(|prefix| key.starts_with(prefix))
             }

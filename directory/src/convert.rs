@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 
 use capnp::text_list;
-use schema::directory_capnp::{change, entry, grant_record, outcome, record, refused, status};
+use schema::directory_capnp::{
+    change, entry, grant_record, outcome, record, refused, route_record, route_rule, status,
+};
 
 use crate::command::Refusal;
 use crate::error::{DirectoryError, RefusalKind};
 use crate::machine::Change;
 use crate::record::{
     BindingRecord, GrantOutcome, GrantRecord, HostRecord, InstanceRecord, NameRecord, Record,
-    VatRecord,
+    RouteOn, RoutePick, RouteRecord, RouteRule, VatRecord,
 };
 
 /// The most entries a `list` answers at once.
@@ -91,7 +93,82 @@ pub fn read_record(reader: record::Reader<'_>) -> capnp::Result<Record> {
         record::Host(host) => Record::Host(HostRecord {
             token: owned(host?.get_token()?)?,
         }),
+        record::Route(route) => Record::Route(read_route(route?)?),
     })
+}
+
+fn read_route(route: route_record::Reader<'_>) -> capnp::Result<RouteRecord> {
+    let list = route.get_rules()?;
+    if list.len() > MAX_ITEMS {
+        return Err(capnp::Error::failed(format!(
+            "at most {MAX_ITEMS} route rules are allowed"
+        )));
+    }
+    let mut rules = Vec::with_capacity(list.len() as usize);
+    for rule in list.iter() {
+        rules.push(RouteRule {
+            on: match rule.which()? {
+                route_rule::Key(()) => RouteOn::Key,
+                route_rule::Field(field) => RouteOn::Field(owned(field?)?),
+            },
+            pattern: owned(rule.get_pattern()?)?,
+            version: owned(rule.get_version()?)?,
+        });
+    }
+    let pick = match route.which()? {
+        route_record::Weights(list) => {
+            let list = list?;
+            if list.len() > MAX_ITEMS {
+                return Err(capnp::Error::failed(format!(
+                    "at most {MAX_ITEMS} weighted versions are allowed"
+                )));
+            }
+            let mut weights = BTreeMap::new();
+            for weight in list.iter() {
+                weights.insert(owned(weight.get_version()?)?, weight.get_weight());
+            }
+            RoutePick::Weights {
+                weights,
+                sticky: route.get_sticky(),
+            }
+        }
+        route_record::Live(version) => {
+            let previous = owned(route.get_previous()?)?;
+            RoutePick::Live {
+                version: owned(version?)?,
+                previous: (!previous.is_empty()).then_some(previous),
+            }
+        }
+    };
+    Ok(RouteRecord { rules, pick })
+}
+
+fn write_route(mut out: route_record::Builder<'_>, route: &RouteRecord) {
+    let mut rules = out.reborrow().init_rules(route.rules.len() as u32);
+    for (i, rule) in route.rules.iter().enumerate() {
+        let mut item = rules.reborrow().get(i as u32);
+        match &rule.on {
+            RouteOn::Key => item.set_key(()),
+            RouteOn::Field(field) => item.set_field(field.as_str()),
+        }
+        item.set_pattern(rule.pattern.as_str());
+        item.set_version(rule.version.as_str());
+    }
+    match &route.pick {
+        RoutePick::Weights { weights, sticky } => {
+            out.set_sticky(*sticky);
+            let mut list = out.init_weights(weights.len() as u32);
+            for (i, (version, weight)) in weights.iter().enumerate() {
+                let mut item = list.reborrow().get(i as u32);
+                item.set_version(version.as_str());
+                item.set_weight(*weight);
+            }
+        }
+        RoutePick::Live { version, previous } => {
+            out.set_previous(previous.as_deref().unwrap_or(""));
+            out.set_live(version.as_str());
+        }
+    }
 }
 
 /// Reads key/value pairs (`what` names them in the error for too many).
@@ -167,6 +244,7 @@ pub fn write_record(builder: record::Builder<'_>, record: &Record) {
             }
         }
         Record::Host(host) => builder.init_host().set_token(host.token.as_str()),
+        Record::Route(route) => write_route(builder.init_route(), route),
     }
 }
 
@@ -414,4 +492,53 @@ pub fn read_status(reader: status::Reader<'_>) -> capnp::Result<StatusInfo> {
         role: reader.get_role()?.to_string()?,
         members,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use super::*;
+
+    fn round_trip(record: &Record) -> Record {
+        let mut message = capnp::message::Builder::new_default();
+        write_record(message.init_root(), record);
+        read_record(message.get_root_as_reader().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn routes_cross_the_wire_unchanged() {
+        let rules = vec![
+            RouteRule {
+                on: RouteOn::Key,
+                pattern: "beta-*".into(),
+                version: "1.1.0".into(),
+            },
+            RouteRule {
+                on: RouteOn::Field("request.path".into()),
+                pattern: "/new/*".into(),
+                version: "2.0.0".into(),
+            },
+        ];
+        for pick in [
+            RoutePick::Weights {
+                weights: [("1.0.0".into(), 90), ("1.1.0".into(), 10)].into(),
+                sticky: true,
+            },
+            RoutePick::Live {
+                version: "1.1.0".into(),
+                previous: Some("1.0.0".into()),
+            },
+            RoutePick::Live {
+                version: "1.0.0".into(),
+                previous: None,
+            },
+        ] {
+            let record = Record::Route(RouteRecord {
+                rules: rules.clone(),
+                pick,
+            });
+            assert_eq!(round_trip(&record), record);
+        }
+    }
 }

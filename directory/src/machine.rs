@@ -10,8 +10,8 @@ use crate::command::{
     ClientId, FacetId, FacetKind, FacetRecord, Facets, Op, Refusal, Request, Response,
 };
 use crate::record::{
-    check_key, BindingKey, GrantKey, InstanceKey, Record, BINDINGS, GRANTS, HOSTS, INSTANCES,
-    MAX_RECORDS_PER_FACET, MAX_RECORD_BYTES, NAMES, VATS,
+    check_key, BindingKey, GrantKey, InstanceKey, Record, Selector, BINDINGS, GRANTS, HOSTS,
+    INSTANCES, MAX_RECORDS_PER_FACET, MAX_RECORD_BYTES, NAMES, ROUTES, VATS,
 };
 
 /// How many answers per client the session table keeps at most (a client
@@ -138,9 +138,10 @@ impl Machine {
 
     /// Whether a holder of `kind` may see the record under `key` now: the
     /// facet's prefix rule, and for a host, only its own instances (their
-    /// tokens are authority to them) and the bindings of kinds it runs an
-    /// instance of (least knowledge: a host learns the bindings and
-    /// configs it needs, not the lattice's).
+    /// tokens are authority to them), the bindings of kinds it runs an
+    /// instance of, and the instances and routes of the kinds those
+    /// bindings bind its kinds to (least knowledge: a host learns the
+    /// bindings and configs it needs, not the lattice's).
     pub fn visible(&self, kind: &FacetKind, key: &str) -> bool {
         if !kind.may_read(key) {
             return false;
@@ -151,36 +152,51 @@ impl Machine {
             }
             FacetKind::Host { vat } if key.starts_with(BINDINGS) => BindingKey::parse(key)
                 .is_ok_and(|binding| {
-                    self.runs(vat, binding.actor) || self.runs(vat, binding.provider)
+                    self.runs_selected(vat, binding.actor())
+                        || self.runs_selected(vat, binding.provider())
                 }),
             // A grant's token is the actor's authority to the provider: only
             // hosts of the actor, and the provider instance's own host.
-            FacetKind::Host { vat } if key.starts_with(GRANTS) => GrantKey::parse(key)
-                .is_ok_and(|grant| grant.vat == vat || self.runs(vat, grant.binding.actor)),
+            FacetKind::Host { vat } if key.starts_with(GRANTS) => {
+                GrantKey::parse(key).is_ok_and(|grant| {
+                    grant.vat == vat || self.runs_selected(vat, grant.binding.actor())
+                })
+            }
+            FacetKind::Host { vat } if key.starts_with(ROUTES) => {
+                let kind = &key[ROUTES.len()..];
+                self.runs(vat, kind) || self.bound_to(vat, |s| s.name == kind)
+            }
             _ => true,
         }
     }
 
     /// Whether a host may see the instances of `kind` at `key`: its own,
-    /// and those of an actor bound to a provider it runs (the provider's
-    /// instances call the actor's).
+    /// and those of a kind a binding binds to one it runs (a provider's
+    /// instances call the actor's; an actor's reach the provider's grants,
+    /// whose versions the provider's instance records tell).
     fn host_sees_instance(&self, vat: &str, key: &str) -> bool {
         let Ok(instance) = InstanceKey::parse(key) else {
             return false;
         };
-        if instance.vat == vat {
-            return true;
-        }
-        let prefix = format!("{BINDINGS}{}/", instance.kind);
-        let bound = self.list(&prefix).any(|(binding, _)| {
-            BindingKey::parse(binding).is_ok_and(|b| self.runs(vat, b.provider))
+        instance.vat == vat || self.bound_to(vat, |s| s.selects(instance.kind, instance.version))
+    }
+
+    /// Whether a binding binds a kind `other` selects to a kind the host
+    /// `vat` runs (either way round).
+    fn bound_to(&self, vat: &str, other: impl Fn(&Selector<'_>) -> bool) -> bool {
+        let found = self.list(BINDINGS).any(|(key, _)| {
+            BindingKey::parse(key).is_ok_and(|b| {
+                (other(&b.actor()) && self.runs_selected(vat, b.provider()))
+                    || (other(&b.provider()) && self.runs_selected(vat, b.actor()))
+            })
         });
-        bound
+        found
     }
 
     /// A host writes the grant of a binding only for a provider instance
-    /// it registered, and only while the binding exists: a host cannot
-    /// offer itself to an actor as a provider it does not run.
+    /// it registered, of a version the binding selects, and only while the
+    /// binding exists: a host cannot offer itself to an actor as a provider
+    /// it does not run.
     fn check_grant(&self, vat: &str, key: &str) -> Result<(), Refusal> {
         let Ok(grant) = GrantKey::parse(key) else {
             return Ok(());
@@ -189,10 +205,12 @@ impl Machine {
             "{BINDINGS}{}/{}/{}",
             grant.binding.actor, grant.binding.provider, grant.binding.link
         ));
-        let prefix = format!("{INSTANCES}{}@", grant.binding.provider);
+        let provider = grant.binding.provider();
+        let prefix = format!("{INSTANCES}{}@", provider.name);
         let runs_it = self.list(&prefix).any(|(key, _)| {
-            InstanceKey::parse(key)
-                .is_ok_and(|i| i.kind == grant.binding.provider && i.vat == vat && i.n == grant.n)
+            InstanceKey::parse(key).is_ok_and(|i| {
+                provider.selects(i.kind, i.version) && i.vat == vat && i.n == grant.n
+            })
         });
         if bound && runs_it {
             Ok(())
@@ -204,10 +222,23 @@ impl Machine {
     /// Whether the host `vat` has registered an instance of `kind`, at any
     /// version.
     pub fn runs(&self, vat: &str, kind: &str) -> bool {
-        let prefix = format!("{INSTANCES}{kind}@");
+        self.runs_selected(
+            vat,
+            Selector {
+                name: kind,
+                version: None,
+            },
+        )
+    }
+
+    /// Whether the host `vat` has registered an instance of a kind
+    /// `selector` selects.
+    pub fn runs_selected(&self, vat: &str, selector: Selector<'_>) -> bool {
+        let prefix = format!("{INSTANCES}{}@", selector.name);
         let found = self.list(&prefix).any(|(key, _)| {
-            InstanceKey::parse(key)
-                .is_ok_and(|instance| instance.kind == kind && instance.vat == vat)
+            InstanceKey::parse(key).is_ok_and(|instance| {
+                selector.selects(instance.kind, instance.version) && instance.vat == vat
+            })
         });
         found
     }
@@ -509,6 +540,7 @@ fn check_kind(key: &str, record: &Record) -> Result<(), Refusal> {
         Record::Binding(_) => (BINDINGS, "binding"),
         Record::Grant(_) => (GRANTS, "grant"),
         Record::Host(_) => (HOSTS, "host"),
+        Record::Route(_) => (ROUTES, "route"),
     };
     if !key.starts_with(home) {
         return Err(Refusal::WrongKind {
@@ -525,7 +557,12 @@ fn check_kind(key: &str, record: &Record) -> Result<(), Refusal> {
                 expected: "hosts/<vat-id>".to_owned(),
             })
         }
-        Record::Host(_) | Record::Vat(_) | Record::Name(_) => Ok(()),
+        Record::Route(_) if !crate::record::is_kind_name(&key[ROUTES.len()..]) => {
+            Err(crate::record::KeyError::Shape {
+                expected: "routes/<kind>".to_owned(),
+            })
+        }
+        Record::Host(_) | Record::Vat(_) | Record::Name(_) | Record::Route(_) => Ok(()),
     }
     .map_err(Refusal::Key)
 }
@@ -732,11 +769,13 @@ mod tests {
         let [(provider, _), (actor, _), (other, _)] = &kinds;
         assert!(m.visible(provider, key) && m.visible(actor, key));
         assert!(!m.visible(other, key));
-        // The provider's host sees the bound actor's instances; the actor's
-        // host does not see the provider's, nor does anyone else.
+        // The provider's host sees the bound actor's instances, and the
+        // actor's host the provider's (records without tokens, telling the
+        // grants' versions); no one else sees either.
         assert!(m.visible(provider, "instances/shop@1/a/0"));
-        assert!(!m.visible(actor, "instances/http@1/p/0"));
+        assert!(m.visible(actor, "instances/http@1/p/0"));
         assert!(!m.visible(other, "instances/shop@1/a/0"));
+        assert!(!m.visible(other, "instances/http@1/p/0"));
         // Removing the binding removes its grants.
         let delete = Op::Delete {
             key: "bindings/shop/http/default".into(),
@@ -747,6 +786,93 @@ mod tests {
         ));
         assert!(m.get(key).is_none());
         assert!(!m.visible(provider, "instances/shop@1/a/0"));
+    }
+
+    fn route(key: &str) -> Op {
+        Op::Put {
+            key: key.to_owned(),
+            record: Record::Route(crate::record::RouteRecord {
+                rules: Vec::new(),
+                pick: crate::record::RoutePick::Live {
+                    version: "1".into(),
+                    previous: None,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn a_binding_of_one_version_reaches_that_versions_hosts_and_routes_reach_the_kinds() {
+        let mut m = Machine::new(ADMIN);
+        let (provider_host, blue_host, green_host, other_host) =
+            ([3; 32], [4; 32], [5; 32], [6; 32]);
+        let kinds = [
+            ("p", provider_host),
+            ("b", blue_host),
+            ("g", green_host),
+            ("o", other_host),
+        ]
+        .map(|(vat, id)| (FacetKind::Host { vat: vat.into() }, id));
+        let mut n = 0;
+        let mut apply = |m: &mut Machine, facet: FacetId, op: Op| {
+            n += 1;
+            m.apply(n, &as_host(facet, n, op))
+        };
+        for (kind, id) in &kinds {
+            let mint = Op::MintFacet {
+                id: *id,
+                kind: kind.clone(),
+            };
+            assert!(matches!(apply(&mut m, ADMIN, mint), Response::Done { .. }));
+        }
+        apply(&mut m, provider_host, instance("instances/http@1/p/0"));
+        apply(&mut m, blue_host, instance("instances/shop@1.0.0/b/0"));
+        apply(&mut m, green_host, instance("instances/shop@1.1.0/g/0"));
+        let green = "bindings/shop@1.1.0/http/testers";
+        apply(&mut m, ADMIN, binding(green));
+        let [(provider, _), (blue, _), (green_view, _), (other, _)] = &kinds;
+        assert!(m.visible(provider, green) && m.visible(green_view, green));
+        assert!(!m.visible(blue, green), "blue runs no version it binds");
+        assert!(m.visible(provider, "instances/shop@1.1.0/g/0"));
+        assert!(!m.visible(provider, "instances/shop@1.0.0/b/0"));
+        // A grant of it comes only from a provider instance it selects.
+        let key = "grants/shop@1.1.0/http/testers/p/0";
+        assert!(matches!(
+            apply(&mut m, provider_host, grant(key)),
+            Response::Done { .. }
+        ));
+        assert!(m.visible(green_view, key) && !m.visible(blue, key));
+        let pinned = "bindings/shop/http@2/default";
+        apply(&mut m, ADMIN, binding(pinned));
+        assert_eq!(
+            apply(
+                &mut m,
+                provider_host,
+                grant("grants/shop/http@2/default/p/0")
+            ),
+            Response::Refused(Refusal::NotPermitted),
+            "http@1 does not provide a binding of http@2"
+        );
+        // Routes: written by the operator only, seen by the kind's hosts
+        // and the hosts bound to it.
+        assert_eq!(
+            apply(&mut m, blue_host, route("routes/shop")),
+            Response::Refused(Refusal::NotPermitted)
+        );
+        assert!(matches!(
+            apply(&mut m, ADMIN, route("routes/shop")),
+            Response::Done { .. }
+        ));
+        assert!(matches!(
+            apply(&mut m, ADMIN, route("routes/shop@1")),
+            Response::Refused(Refusal::Key(_))
+        ));
+        for view in [provider, blue, green_view] {
+            assert!(m.visible(view, "routes/shop"), "{view:?}");
+        }
+        assert!(!m.visible(other, "routes/shop"));
+        assert!(m.visible(provider, "routes/http") && m.visible(blue, "routes/http"));
+        assert!(!m.visible(other, "routes/http"));
     }
 
     #[test]

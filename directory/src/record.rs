@@ -37,6 +37,10 @@ pub const GRANTS: &str = "grants/";
 /// host, read only through the admin facet.
 pub const HOSTS: &str = "hosts/";
 
+/// The prefix of routes: `routes/<kind>`, written by the operator: how calls
+/// on the kind's unversioned reference pick a version.
+pub const ROUTES: &str = "routes/";
+
 /// One record of the directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -52,6 +56,100 @@ pub enum Record {
     Grant(GrantRecord),
     /// A host's own capability (`hosts/<vat-id>`).
     Host(HostRecord),
+    /// How a kind's unversioned reference picks a version (`routes/<kind>`).
+    Route(RouteRecord),
+}
+
+/// How calls on a kind's unversioned reference (its router) pick a
+/// version: the first rule that matches, else `pick`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    /// Content rules, tried in order.
+    pub rules: Vec<RouteRule>,
+    /// What picks for a call no rule matched.
+    pub pick: RoutePick,
+}
+
+/// One content rule: calls whose value matches `pattern` go to `version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRule {
+    /// Which value of the call.
+    pub on: RouteOn,
+    /// A glob: `*` matches any run of characters, anything else itself.
+    pub pattern: String,
+    /// The version it picks.
+    pub version: String,
+}
+
+/// The value of a call a rule reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteOn {
+    /// The routing key the caller's reference carries (a keyed view).
+    Key,
+    /// A text field of the call's params, by name (`a.b` for a field of a
+    /// struct field).
+    Field(String),
+}
+
+impl std::fmt::Display for RouteRecord {
+    /// As the CLI takes it: `weights 1.0.0=90,1.1.0=10 sticky`,
+    /// `live 1.1.0 (was 1.0.0)`, then `rule key:beta-*=1.1.0` for each rule.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.pick {
+            RoutePick::Weights { weights, sticky } => {
+                let shares: Vec<String> = weights.iter().map(|(v, w)| format!("{v}={w}")).collect();
+                write!(f, "weights {}", shares.join(","))?;
+                if *sticky {
+                    f.write_str(" sticky")?;
+                }
+            }
+            RoutePick::Live { version, previous } => {
+                write!(f, "live {version}")?;
+                if let Some(previous) = previous {
+                    write!(f, " (was {previous})")?;
+                }
+            }
+        }
+        for rule in &self.rules {
+            write!(f, "; rule {rule}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for RouteRule {
+    /// `key:PATTERN=VERSION` or `field.NAME:PATTERN=VERSION`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.on {
+            RouteOn::Key => f.write_str("key")?,
+            RouteOn::Field(field) => write!(f, "field.{field}")?,
+        }
+        write!(f, ":{}={}", self.pattern, self.version)
+    }
+}
+
+/// How calls no rule matched pick a version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoutePick {
+    /// Shares by weight (any integers: a version gets `w / sum` of the
+    /// calls; 0 none). With `sticky`, a call on a keyed view goes to the
+    /// version its key hashes to by those weights, so a key keeps its
+    /// version while the weights do not move it.
+    Weights {
+        /// Version to weight, in version order.
+        weights: BTreeMap<String, u32>,
+        /// Whether keyed calls stick to a version.
+        sticky: bool,
+    },
+    /// Every call to one version (blue/green); the others are reached only
+    /// through their versioned references.
+    Live {
+        /// The version that is live.
+        version: String,
+        /// The version that was live before the last swap, if any: where a
+        /// swap without a target goes back to.
+        previous: Option<String>,
+    },
 }
 
 /// A host's own capability, for its operator.
@@ -164,12 +262,44 @@ impl<'k> InstanceKey<'k> {
     }
 }
 
-/// Where a binding lives: `bindings/<actor>/<provider>/<link>`.
+/// A kind as a binding names it: `name` (every version, through the
+/// kind's router) or `name@version` (that version only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selector<'k> {
+    /// The kind's name.
+    pub name: &'k str,
+    /// The version, if one is named.
+    pub version: Option<&'k str>,
+}
+
+impl<'k> Selector<'k> {
+    /// Reads `name` or `name@version`.
+    pub fn parse(text: &'k str) -> Selector<'k> {
+        match text.split_once('@') {
+            Some((name, version)) => Selector {
+                name,
+                version: Some(version),
+            },
+            None => Selector {
+                name: text,
+                version: None,
+            },
+        }
+    }
+
+    /// Whether an instance of `kind` at `version` is one this selects.
+    pub fn selects(&self, kind: &str, version: &str) -> bool {
+        self.name == kind && self.version.is_none_or(|v| v == version)
+    }
+}
+
+/// Where a binding lives: `bindings/<actor>/<provider>/<link>`, each kind
+/// as `name` or `name@version` (a [`Selector`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindingKey<'k> {
-    /// The actor kind.
+    /// The actor kind (a selector).
     pub actor: &'k str,
-    /// The provider kind.
+    /// The provider kind (a selector).
     pub provider: &'k str,
     /// The link name (`default` unless the operator names another).
     pub link: &'k str,
@@ -183,11 +313,36 @@ impl<'k> BindingKey<'k> {
             expected: "bindings/<actor>/<provider>/<link>".to_owned(),
         };
         let [actor, provider, link] = three_segments(key, BINDINGS).ok_or_else(shape)?;
-        Ok(BindingKey {
+        BindingKey::of(actor, provider, link).ok_or_else(shape)
+    }
+
+    /// The binding of these segments, if each kind is `name` or
+    /// `name@version` and the link has no `@`.
+    fn of(actor: &'k str, provider: &'k str, link: &'k str) -> Option<BindingKey<'k>> {
+        let well_formed = |text: &str| {
+            let selector = Selector::parse(text);
+            !selector.name.is_empty()
+                && selector
+                    .version
+                    .is_none_or(|v| !v.is_empty() && !v.contains('@'))
+        };
+        (well_formed(actor) && well_formed(provider) && !link.contains('@')).then_some(BindingKey {
             actor,
             provider,
             link,
         })
+    }
+}
+
+impl BindingKey<'_> {
+    /// The actor selector.
+    pub fn actor(&self) -> Selector<'_> {
+        Selector::parse(self.actor)
+    }
+
+    /// The provider selector.
+    pub fn provider(&self) -> Selector<'_> {
+        Selector::parse(self.provider)
     }
 }
 
@@ -210,15 +365,8 @@ impl<'k> GrantKey<'k> {
             expected: "grants/<actor>/<provider>/<link>/<vat-id>/<n>".to_owned(),
         };
         let [actor, provider, link, vat, n] = segments(key, GRANTS).ok_or_else(shape)?;
-        Ok(GrantKey {
-            binding: BindingKey {
-                actor,
-                provider,
-                link,
-            },
-            vat,
-            n,
-        })
+        let binding = BindingKey::of(actor, provider, link).ok_or_else(shape)?;
+        Ok(GrantKey { binding, vat, n })
     }
 }
 
@@ -235,6 +383,11 @@ fn segments<'k, const N: usize>(key: &'k str, prefix: &str) -> Option<[&'k str; 
         *slot = parts.next()?;
     }
     parts.next().is_none().then_some(out)
+}
+
+/// Whether `segment` is a kind's name alone: one segment, no `@`.
+pub fn is_kind_name(segment: &str) -> bool {
+    !segment.is_empty() && !segment.contains(['/', '@'])
 }
 
 /// Why a key was refused.
@@ -332,9 +485,23 @@ mod tests {
             (key.actor, key.provider, key.link),
             ("shop", "http", "default")
         );
-        for bad in ["bindings/shop/http", "bindings/shop/http/default/x"] {
+        for bad in [
+            "bindings/shop/http",
+            "bindings/shop/http/default/x",
+            "bindings/shop@/http/default",
+            "bindings/shop@1@2/http/default",
+            "bindings/@1/http/default",
+            "bindings/shop/http/de@fault",
+        ] {
             assert!(BindingKey::parse(bad).is_err(), "{bad:?}");
         }
+        let key = BindingKey::parse("bindings/shop@1.1.0/http/default").unwrap();
+        assert_eq!(key.actor().name, "shop");
+        assert_eq!(key.actor().version, Some("1.1.0"));
+        assert_eq!(key.provider().version, None);
+        assert!(key.actor().selects("shop", "1.1.0"));
+        assert!(!key.actor().selects("shop", "1.0.0"));
+        assert!(key.provider().selects("http", "9"));
         let key = GrantKey::parse("grants/shop/http/default/vat1/0").unwrap();
         assert_eq!(
             (key.binding.actor, key.binding.provider, key.binding.link),

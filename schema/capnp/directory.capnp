@@ -116,6 +116,7 @@ struct Record {
     binding @3 :BindingRecord;
     grant @4 :GrantRecord;
     host @5 :HostRecord;
+    route @6 :RouteRecord;
   }
 }
 
@@ -160,6 +161,33 @@ struct GrantRecord {
     token @1 :Text;        # it provisioned: the capability it grants the actor
     failed @2 :Text;       # it could not: why (port in use, ...)
   }
+}
+
+struct RouteRecord {
+  # Under routes/<kind>, written by the operator: how calls on the kind's
+  # unversioned reference (its router) pick a version. The first rule that
+  # matches picks; the rest go by weights or to the live version.
+  rules @0 :List(RouteRule);
+  union {
+    weights @1 :List(VersionWeight);  # a version gets weight / sum of calls
+    live @2 :Text;                    # every call to this version
+  }
+  sticky @3 :Bool;         # with weights: a keyed call keeps its version
+  previous @4 :Text;       # with live: the version live before ("" none)
+}
+
+struct RouteRule {
+  union {
+    key @0 :Void;          # the routing key the caller's reference carries
+    field @1 :Text;        # a text field of the call's params (a.b nests)
+  }
+  pattern @2 :Text;        # a glob: * matches any run of characters
+  version @3 :Text;
+}
+
+struct VersionWeight {
+  version @0 :Text;
+  weight @1 :UInt32;
 }
 
 interface Watcher {
