@@ -339,7 +339,7 @@ fn http(c: &mut Criterion) {
     let config: Config = [("port".to_owned(), port.to_string())].into();
     lab.lattice(move |l| async move { l.set_binding(&id, config).await.unwrap() });
     let plain = VatHandle::start("plain-hyper").unwrap();
-    let plain_port = plain_hyper(&plain, "hello from hello on bench/0");
+    let plain_port = plain_hyper(&plain, "hello from hello@1.0.0 on bench/0");
     const CONNECTIONS: usize = 8;
     const EACH: u64 = 50;
     let mut group = c.benchmark_group("http");

@@ -21,16 +21,16 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use sturdyrefs::SturdyRef;
-use vat::group::{Group, Membership, Strategy};
 use vat::{caretaker, Revoker};
 use vat_directory::record::{
-    GrantKey, GrantOutcome, GrantRecord, InstanceKey, Record, BINDINGS, GRANTS, INSTANCES,
+    GrantKey, GrantOutcome, GrantRecord, InstanceKey, Record, BINDINGS, GRANTS, INSTANCES, ROUTES,
 };
 
 use crate::error::LatticeError;
 use crate::host::{Host, Instance, Running, RESYNC_INTERVAL};
-use crate::kind::{config_digest, BindingId, Config};
+use crate::kind::{config_digest, BindingId, Config, Kind};
 use crate::provider::{Binding, ProvisionError};
+use crate::route::{Route, Router};
 
 /// A provider instance, shared between the host's table and a pass.
 pub(crate) type Shared = Rc<std::cell::RefCell<Box<dyn crate::Provider>>>;
@@ -38,69 +38,13 @@ pub(crate) type Shared = Rc<std::cell::RefCell<Box<dyn crate::Provider>>>;
 /// What this host has applied.
 #[derive(Default)]
 pub(crate) struct Applied {
-    /// For providers here: each bound actor kind's instances, as a group.
-    actor_groups: BTreeMap<String, Members>,
+    /// For providers here: each bound actor kind's versions and router.
+    actor_routers: BTreeMap<String, Router>,
     /// Per provider instance here and binding: what it was given.
     provided: BTreeMap<(u64, BindingId), Provided>,
     /// For actors here: per binding, the provider's grants as a group and
     /// the revocable capability to it the actor instances hold.
     links: BTreeMap<BindingId, Link>,
-}
-
-/// A group whose members follow directory entries (instance or grant keys
-/// to tokens).
-struct Members {
-    group: Group,
-    members: BTreeMap<String, (String, Membership)>,
-}
-
-impl Members {
-    fn new(name: String) -> Members {
-        Members {
-            group: Group::new(name, Strategy::RoundRobin),
-            members: BTreeMap::new(),
-        }
-    }
-
-    /// Makes the members exactly `wanted` (key to token text), joining a
-    /// local capability where `local` has one for the key, else a healing
-    /// reference to the token.
-    fn follow(
-        &mut self,
-        host: &Host,
-        wanted: &BTreeMap<String, String>,
-        local: &dyn Fn(&str) -> Option<capnp::capability::Client>,
-    ) {
-        self.members
-            .retain(|key, (token, _)| wanted.get(key) == Some(token));
-        for (key, token) in wanted {
-            if self.members.contains_key(key) {
-                continue;
-            }
-            let membership = match local(key) {
-                Some(client) => self.group.join(client),
-                None => match token.parse::<SturdyRef>() {
-                    // Another vat's: a healing reference, asked for its
-                    // own request while connected (no copy per call).
-                    Ok(token) => self.group.join_forwarding(vat::sturdy::healing(
-                        token,
-                        host.inner.identity.clone(),
-                        vat::sturdy::HealOptions::default(),
-                    )),
-                    Err(error) => {
-                        tracing::warn!(key = %key, %error, "a registered token does not parse; skipped");
-                        continue;
-                    }
-                },
-            };
-            self.members
-                .insert(key.clone(), (token.clone(), membership));
-        }
-    }
-
-    fn client(&self) -> capnp::capability::Client {
-        self.group.client()
-    }
 }
 
 struct Provided {
@@ -121,14 +65,31 @@ struct Granted {
 }
 
 struct Link {
-    members: Members,
+    /// The provider's grants, by the version of the instance that granted.
+    router: Router,
+    /// What the actor instances hold: revocable, over the router or (for
+    /// a binding of one provider version) that version's grants.
     client: capnp::capability::Client,
     revoker: Revoker,
 }
 
+impl Applied {
+    /// The log index of the route of `kind` this host's routers of it
+    /// follow (the oldest, if several), or `None` if it routes none.
+    pub(crate) fn followed(&self, kind: &str) -> Option<u64> {
+        let actors = self.actor_routers.get(kind).map(Router::route_index);
+        let providers = self
+            .links
+            .iter()
+            .filter(|(id, _)| id.provider_kind().name == kind)
+            .map(|(_, link)| link.router.route_index());
+        actors.into_iter().chain(providers).min()
+    }
+}
+
 /// Starts the host's applying task and the watches that wake it.
 pub(crate) fn start(host: &Host) {
-    for prefix in [BINDINGS, GRANTS, INSTANCES] {
+    for prefix in [BINDINGS, GRANTS, INSTANCES, ROUTES] {
         let weak = Rc::downgrade(&host.inner);
         vat_env::spawn(async move {
             loop {
@@ -215,45 +176,80 @@ async fn tokens(host: &Host, prefix: &str) -> Result<BTreeMap<String, String>, L
     Ok(tokens)
 }
 
-/// The provider side: each provider instance here holds every binding of
-/// its kind, with the current config.
+/// The instances under `instances/<kind>@`, by version: key to token.
+async fn instances_by_version(
+    host: &Host,
+    kind: &str,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, LatticeError> {
+    let mut by_version: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (key, token) in tokens(host, &format!("{INSTANCES}{kind}@")).await? {
+        if let Ok(instance) = InstanceKey::parse(&key) {
+            if instance.kind == kind {
+                let version = instance.version.to_owned();
+                by_version.entry(version).or_default().insert(key, token);
+            }
+        }
+    }
+    Ok(by_version)
+}
+
+/// The route of `kind`, with the log index of its last write.
+pub(crate) async fn read_route(
+    registry: &crate::Registry,
+    kind: &str,
+) -> Result<Option<(Route, u64)>, LatticeError> {
+    let entry = registry.get(&format!("{ROUTES}{kind}")).await?;
+    Ok(entry.and_then(|entry| match entry.record {
+        Record::Route(route) => Some((route, entry.index)),
+        _ => None,
+    }))
+}
+
+/// The provider side: each provider instance here holds every binding
+/// that selects its kind and version, with the current config.
 async fn provide(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
-    let providers: Vec<(u64, String, Shared)> = host
+    let providers: Vec<(u64, Kind, Shared)> = host
         .inner
         .running
         .borrow()
         .iter()
         .filter_map(|(number, running)| match &running.what {
             Instance::Provider { provider } => {
-                Some((*number, running.kind.name.clone(), Rc::clone(provider)))
+                Some((*number, running.kind.clone(), Rc::clone(provider)))
             }
             Instance::Actor { .. } => None,
         })
         .collect();
-    // The groups of bound actors' instances.
+    let selects =
+        |id: &BindingId, kind: &Kind| id.provider_kind().selects(&kind.name, &kind.version);
+    // The routers of bound actors.
     let actor_kinds: BTreeSet<String> = bindings
         .keys()
-        .filter(|b| providers.iter().any(|(_, kind, _)| *kind == b.provider))
-        .map(|b| b.actor.clone())
+        .filter(|b| providers.iter().any(|(_, kind, _)| selects(b, kind)))
+        .map(|b| b.actor_kind().name.to_owned())
         .collect();
     for actor in &actor_kinds {
-        let wanted = tokens(host, &format!("{INSTANCES}{actor}@")).await?;
+        let wanted = instances_by_version(host, actor).await?;
+        let route = read_route(&host.inner.directory, actor).await?;
         let local = |key: &str| local_actor(host, key);
         let mut applied = host.inner.applied.borrow_mut();
-        let members = applied
-            .actor_groups
+        let router = applied
+            .actor_routers
             .entry(actor.clone())
-            .or_insert_with(|| Members::new(format!("actor {actor}")));
-        members.follow(host, &wanted, &local);
+            .or_insert_with(|| {
+                Router::new(actor, format!("actor {actor}"), host.inner.fields.clone())
+            });
+        router.follow(host.inner.identity.as_ref(), &wanted, &local);
+        router.set_route(route);
     }
     host.inner
         .applied
         .borrow_mut()
-        .actor_groups
+        .actor_routers
         .retain(|kind, _| actor_kinds.contains(kind));
 
     for (number, kind, provider) in &providers {
-        for (id, (config, index)) in bindings.iter().filter(|(b, _)| b.provider == *kind) {
+        for (id, (config, index)) in bindings.iter().filter(|(b, _)| selects(b, kind)) {
             provide_one(host, *number, provider, id, config, *index).await?;
         }
     }
@@ -331,13 +327,18 @@ async fn provide_one(
         }
         None => {}
     }
-    let actor = host
-        .inner
-        .applied
-        .borrow()
-        .actor_groups
-        .get(&id.actor)
-        .map(Members::client);
+    // The actor's router, or its version's group for a binding of one.
+    let actor = {
+        let mut applied = host.inner.applied.borrow_mut();
+        let selector = id.actor_kind();
+        applied
+            .actor_routers
+            .get_mut(selector.name)
+            .map(|router| match selector.version {
+                Some(version) => router.version(version),
+                None => router.client(),
+            })
+    };
     let Some(actor) = actor else { return Ok(()) };
     let (actor, revoker) = caretaker(actor);
     let binding = Binding {
@@ -475,48 +476,113 @@ pub(crate) async fn release(host: &Host, number: u64, running: &Running) {
     }
 }
 
-/// The actor side: each actor instance here holds, for each binding of
-/// its kind, a revocable capability to the provider's grants.
+/// The actor side: each actor instance here holds, for each binding that
+/// selects its kind and version, a revocable capability to the
+/// provider's grants (through the provider's router, or to one version's
+/// grants for a binding of that version). Where two bindings give an
+/// instance the same provider and link, the one naming its version wins.
 async fn link(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
-    let actors: Vec<(String, crate::Links)> = host
+    let actors: Vec<(Kind, crate::Links)> = host
         .inner
         .running
         .borrow()
         .values()
         .filter_map(|running| match &running.what {
-            Instance::Actor { links, .. } => Some((running.kind.name.clone(), links.clone())),
+            Instance::Actor { links, .. } => Some((running.kind.clone(), links.clone())),
             Instance::Provider { .. } => None,
         })
         .collect();
+    let selects = |id: &BindingId, kind: &Kind| id.actor_kind().selects(&kind.name, &kind.version);
     let wanted: Vec<&BindingId> = bindings
         .keys()
-        .filter(|b| actors.iter().any(|(kind, _)| *kind == b.actor))
+        .filter(|b| actors.iter().any(|(kind, _)| selects(b, kind)))
         .collect();
+    let mut clients: BTreeMap<&BindingId, capnp::capability::Client> = BTreeMap::new();
     for id in &wanted {
+        let provider = id.provider_kind();
         let grants = tokens(host, &id.grants()).await?;
-        let ours: BTreeMap<String, capnp::capability::Client> = grants
-            .keys()
+        // Which version granted each: the provider's instance records say.
+        let versions: BTreeMap<(String, String), String> =
+            tokens_or_not(host, &format!("{INSTANCES}{}@", provider.name))
+                .await?
+                .into_iter()
+                .filter_map(|key| {
+                    let i = InstanceKey::parse(&key).ok()?;
+                    (i.kind == provider.name)
+                        .then(|| ((i.vat.to_owned(), i.n.to_owned()), i.version.to_owned()))
+                })
+                .collect();
+        let mut by_version: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (key, token) in grants {
+            let Ok(grant) = GrantKey::parse(&key) else {
+                continue;
+            };
+            let Some(version) = versions.get(&(grant.vat.to_owned(), grant.n.to_owned())) else {
+                continue;
+            };
+            by_version
+                .entry(version.clone())
+                .or_default()
+                .insert(key, token);
+        }
+        let route = match provider.version {
+            Some(_) => None,
+            None => read_route(&host.inner.directory, provider.name).await?,
+        };
+        let ours: BTreeMap<String, capnp::capability::Client> = by_version
+            .values()
+            .flat_map(|grants| grants.keys())
             .filter_map(|key| local_grant(host, key).map(|client| (key.clone(), client)))
             .collect();
         let local = |key: &str| ours.get(key).cloned();
         let client = {
             let mut applied = host.inner.applied.borrow_mut();
             let link = applied.links.entry((*id).clone()).or_insert_with(|| {
-                let members = Members::new(format!("provider {} for {}", id.provider, id.actor));
-                let (client, revoker) = caretaker(members.client());
+                let mut router = Router::new(
+                    provider.name,
+                    format!("provider {} for {}", provider.name, id.actor),
+                    host.inner.fields.clone(),
+                );
+                let target = match provider.version {
+                    Some(version) => router.version(version),
+                    None => router.client(),
+                };
+                let (client, revoker) = caretaker(target);
                 Link {
-                    members,
+                    router,
                     client,
                     revoker,
                 }
             });
-            link.members.follow(host, &grants, &local);
+            link.router
+                .follow(host.inner.identity.as_ref(), &by_version, &local);
+            link.router.set_route(route);
             link.client.clone()
         };
-        for (kind, links) in &actors {
-            if *kind == id.actor {
-                links.grant(&id.provider, &id.link, client.clone());
+        clients.insert(id, client);
+    }
+    // Each actor instance: per (provider, link), its most specific binding.
+    for (kind, links) in &actors {
+        let mut granted: BTreeMap<(String, String), (bool, capnp::capability::Client)> =
+            BTreeMap::new();
+        for (id, client) in &clients {
+            if !selects(id, kind) {
+                continue;
             }
+            let specific = id.actor_kind().version.is_some();
+            let slot = (id.provider_kind().name.to_owned(), id.link.clone());
+            let better = granted.get(&slot).is_none_or(|(held, _)| specific && !held);
+            if better {
+                granted.insert(slot, (specific, client.clone()));
+            }
+        }
+        for (provider, link) in links.bound() {
+            if !granted.contains_key(&(provider.clone(), link.clone())) {
+                links.take(&provider, &link);
+            }
+        }
+        for ((provider, link), (_, client)) in granted {
+            links.grant(&provider, &link, client);
         }
     }
     let gone: Vec<BindingId> = host
@@ -532,14 +598,15 @@ async fn link(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
         if let Some(link) = host.inner.applied.borrow_mut().links.remove(&id) {
             link.revoker.revoke(format!("the binding {id} was removed"));
         }
-        for (kind, links) in &actors {
-            if *kind == id.actor {
-                links.take(&id.provider, &id.link);
-            }
-        }
         tracing::info!(host = %host.inner.vat, binding = %id, "binding's grant to the actor revoked");
     }
     Ok(())
+}
+
+/// The keys under `prefix` the host may see.
+async fn tokens_or_not(host: &Host, prefix: &str) -> Result<Vec<String>, LatticeError> {
+    let listed = host.inner.directory.list(prefix).await?;
+    Ok(listed.into_iter().map(|entry| entry.key).collect())
 }
 
 /// The capability of the actor instance registered under `key`, if it

@@ -1,5 +1,5 @@
 //! `hello`, the example actor `vat lattice host --actor NAME` runs: it
-//! answers every HTTP request with its kind and where it runs, and keeps
+//! answers every HTTP request with its kind, version and where it runs, and keeps
 //! values in the key-value provider it is bound to (`GET /kv/set/K/V`,
 //! `GET /kv/get/K`).
 
@@ -21,7 +21,7 @@ impl Hello {
     /// for its answers).
     pub fn new(context: &ActorContext, host: &str) -> Hello {
         Hello {
-            name: format!("{} on {host}/{}", context.kind.name, context.number),
+            name: format!("{} on {host}/{}", context.kind, context.number),
             links: context.links.clone(),
         }
     }

@@ -35,6 +35,15 @@ pub enum LatticeError {
         /// The versions it has.
         versions: Vec<String>,
     },
+    /// Several versions of the kind run on this host and a lifecycle
+    /// command named none; nothing changed.
+    #[error("{name} runs here at versions {}; name one ({name}@{})", versions.join(", "), versions.first().map(String::as_str).unwrap_or("VERSION"))]
+    SeveralVersionsRun {
+        /// The kind's name.
+        name: String,
+        /// The versions running.
+        versions: Vec<String>,
+    },
     /// No instance of that number runs on this host.
     #[error("no instance {number} runs on this host")]
     NoInstance {
@@ -65,6 +74,23 @@ pub enum LatticeError {
         instances: usize,
         /// How long the call waited.
         waited_ms: u64,
+    },
+    /// A route that cannot be written as given.
+    #[error("bad route: {why}")]
+    BadRoute {
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Not every host's routers followed a route in time; the route is
+    /// written and they follow when they can.
+    #[error("the route of {kind} (index {index}) is not yet followed by {}", lagging.join(", "))]
+    RouteNotYetFollowed {
+        /// The kind.
+        kind: String,
+        /// The route's log index.
+        index: u64,
+        /// Each lagging host, and what it follows or why it did not answer.
+        lagging: Vec<String>,
     },
     /// The directory refused or could not answer.
     #[error(transparent)]

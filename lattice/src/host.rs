@@ -24,6 +24,7 @@ use crate::error::LatticeError;
 use crate::kind::{Kind, Role};
 use crate::provider::{Provider, ProviderContext};
 use crate::registry::Registry;
+use crate::route::Fields;
 
 /// Makes an actor instance: the capability other objects call.
 pub type ActorFactory = Rc<dyn Fn(&ActorContext) -> Result<capnp::capability::Client, vat::Error>>;
@@ -47,6 +48,7 @@ pub struct HostBuilder {
     lease: Duration,
     labels: BTreeMap<String, String>,
     plan: Option<PathBuf>,
+    fields: Fields,
 }
 
 impl Default for HostBuilder {
@@ -64,7 +66,16 @@ impl HostBuilder {
             lease: DEFAULT_LEASE,
             labels: BTreeMap::new(),
             plan: None,
+            fields: Fields::shipped(),
         }
+    }
+
+    /// Lets routes' content rules read fields of the calls of the methods
+    /// `fields` knows, beside those of the shipped interfaces
+    /// ([`Fields::shipped`]).
+    pub fn fields(mut self, fields: &Fields) -> HostBuilder {
+        self.fields.merge(fields);
+        self
     }
 
     /// Keeps the list of instances the host runs in the file `path`
@@ -146,6 +157,7 @@ impl HostBuilder {
                 applied: RefCell::new(Applied::default()),
                 stopped: Cell::new(false),
                 plan: self.plan,
+                fields: self.fields,
             }),
         };
         host.clear_earlier_run().await?;
@@ -195,6 +207,7 @@ pub(crate) struct Inner {
     pub(crate) applied: RefCell<Applied>,
     pub(crate) stopped: Cell<bool>,
     plan: Option<PathBuf>,
+    pub(crate) fields: Fields,
 }
 
 /// One instance this host runs.
@@ -251,6 +264,13 @@ impl Host {
                 key: running.key.clone(),
             })
             .collect()
+    }
+
+    /// The log index of the route of `kind` that this host's routers of
+    /// it follow (the oldest, if it has several; 0 for none), or `None` if
+    /// it routes calls to no version of `kind`.
+    pub fn followed(&self, kind: &str) -> Option<u64> {
+        self.inner.applied.borrow().followed(kind)
     }
 
     /// The kinds this host's program can start.
@@ -391,6 +411,112 @@ impl Host {
         }
         self.inner.changed.notify_one();
         deleted.map(drop).map_err(LatticeError::from)
+    }
+
+    /// The versions of `name` that run here, and the instances of each.
+    fn running_versions(&self, name: &str) -> BTreeMap<String, Vec<u64>> {
+        let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (number, running) in self.inner.running.borrow().iter() {
+            if running.kind.name == name {
+                versions
+                    .entry(running.kind.version.clone())
+                    .or_default()
+                    .push(*number);
+            }
+        }
+        versions
+    }
+
+    /// The version of `name` a lifecycle command without one acts on: the
+    /// only one running here; refused, changing nothing, when several run.
+    fn only_running(&self, name: &str) -> Result<Option<String>, LatticeError> {
+        let versions = self.running_versions(name);
+        match versions.len() {
+            0 => Ok(None),
+            1 => Ok(versions.into_keys().next()),
+            _ => Err(LatticeError::SeveralVersionsRun {
+                name: name.to_owned(),
+                versions: versions.into_keys().collect(),
+            }),
+        }
+    }
+
+    /// Stops every instance of `name` here (at `version`, or at the only
+    /// version running: with several running and none named, refused with
+    /// [`SeveralVersionsRun`](LatticeError::SeveralVersionsRun) and nothing
+    /// stops). Answers the numbers stopped.
+    pub async fn stop_kind(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<u64>, LatticeError> {
+        let version = match version {
+            Some(version) => Some(version.to_owned()),
+            None => self.only_running(name)?,
+        };
+        let Some(version) = version else {
+            return Ok(Vec::new());
+        };
+        let numbers = self
+            .running_versions(name)
+            .remove(&version)
+            .unwrap_or_default();
+        for number in &numbers {
+            self.stop(*number).await?;
+        }
+        Ok(numbers)
+    }
+
+    /// Makes `count` instances of `name` run here (at `version`; without
+    /// one, at the only version running, or the only one registered when
+    /// none runs; with several running, refused and nothing changes):
+    /// starts or stops instances (the newest first) to reach it. Answers
+    /// the instances of that version now running.
+    pub async fn scale(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<InstanceInfo>, LatticeError> {
+        let version = match version {
+            Some(version) => Some(version.to_owned()),
+            None => self.only_running(name)?,
+        };
+        let role = match (
+            Self::pick(&self.inner.actors, Role::Actor, name, version.as_deref()),
+            Self::pick(
+                &self.inner.providers,
+                Role::Provider,
+                name,
+                version.as_deref(),
+            ),
+        ) {
+            (Ok((kind, _)), _) => (Role::Actor, kind),
+            (_, Ok((kind, _))) => (Role::Provider, kind),
+            (Err(error), _) => return Err(error),
+        };
+        let (role, kind) = role;
+        let mut running = self
+            .running_versions(name)
+            .remove(&kind.version)
+            .unwrap_or_default();
+        while running.len() < count {
+            let number = match role {
+                Role::Actor => self.start_actor(&kind.name, Some(&kind.version)).await?,
+                Role::Provider => self.start_provider(&kind.name, Some(&kind.version)).await?,
+            };
+            running.push(number);
+        }
+        while running.len() > count {
+            if let Some(number) = running.pop() {
+                self.stop(number).await?;
+            }
+        }
+        Ok(self
+            .inventory()
+            .into_iter()
+            .filter(|info| info.kind == kind)
+            .collect())
     }
 
     /// Stops every instance and leaves the lattice (the vat record stays,

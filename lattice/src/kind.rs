@@ -74,13 +74,27 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), LatticeError> {
     Ok(())
 }
 
+/// Checks a kind as a binding names it: `name` (every version, through
+/// the kind's router) or `name@version` (that version only).
+pub fn check_selector(what: &'static str, selector: &str) -> Result<(), LatticeError> {
+    match selector.split_once('@') {
+        Some((name, version)) => {
+            check_name(what, name)?;
+            check_name("version", version)
+        }
+        None => check_name(what, selector),
+    }
+}
+
 /// One binding: the provider's instances grant the actor's instances a
-/// capability under the link name.
+/// capability under the link name. Each side is a kind (`shop`: every
+/// version; the provider side reached through its router) or one version
+/// of it (`shop@1.1.0`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BindingId {
-    /// The actor kind.
+    /// The actor kind, or `kind@version`.
     pub actor: String,
-    /// The provider kind.
+    /// The provider kind, or `kind@version`.
     pub provider: String,
     /// The link name ([`DEFAULT_LINK`] unless named).
     pub link: String,
@@ -98,10 +112,20 @@ impl BindingId {
             provider: provider.into(),
             link: link.into(),
         };
-        check_name("actor", &id.actor)?;
-        check_name("provider", &id.provider)?;
+        check_selector("actor", &id.actor)?;
+        check_selector("provider", &id.provider)?;
         check_name("link", &id.link)?;
         Ok(id)
+    }
+
+    /// The actor side: its kind's name, and the version if one is named.
+    pub fn actor_kind(&self) -> vat_directory::record::Selector<'_> {
+        vat_directory::record::Selector::parse(&self.actor)
+    }
+
+    /// The provider side: its kind's name, and the version if one is named.
+    pub fn provider_kind(&self) -> vat_directory::record::Selector<'_> {
+        vat_directory::record::Selector::parse(&self.provider)
     }
 
     /// Its directory key: `bindings/<actor>/<provider>/<link>`.
@@ -184,6 +208,13 @@ mod tests {
         for bad in ["", "a/b", "a@b", "..", "ü", &"x".repeat(65)] {
             assert!(Kind::new(bad, "1").is_err(), "{bad:?}");
             assert!(BindingId::new("a", "b", bad).is_err(), "{bad:?}");
+        }
+        assert!(BindingId::new("shop@1.1.0", "http@2", "testers").is_ok());
+        for bad in ["shop@", "@1", "shop@1@2"] {
+            assert!(
+                BindingId::new(bad, "http", DEFAULT_LINK).is_err(),
+                "{bad:?}"
+            );
         }
         let id = BindingId::new("shop", "http", DEFAULT_LINK).unwrap();
         assert_eq!(id.key(), "bindings/shop/http/default");

@@ -33,12 +33,16 @@ pub mod demo;
 mod error;
 mod host;
 mod kind;
+mod members;
 mod operator;
 mod provider;
 pub mod providers;
+mod reference;
 mod registry;
+pub mod route;
 pub mod serve;
 mod service;
+mod versions;
 
 pub use actor::{ActorContext, Links, NotBound};
 pub use error::LatticeError;
@@ -48,4 +52,7 @@ pub use host::{
 pub use kind::{check_name, config_digest, BindingId, Config, Kind, Role, DEFAULT_LINK};
 pub use operator::{BindingStatus, GrantStatus, Lattice, SET_BINDING_WAIT};
 pub use provider::{Binding, Provider, ProviderContext, ProvisionError, Provisioned};
+pub use reference::Reference;
 pub use registry::{Changes, Local, LocalView, Registry};
+pub use route::{Fields, Route};
+pub use versions::{RouteStatus, VersionStatus, ROUTE_WAIT};

@@ -19,9 +19,21 @@ use crate::registry::Registry;
 pub const SET_BINDING_WAIT: Duration = Duration::from_secs(10);
 
 /// A lattice as its operator sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Lattice {
-    directory: Registry,
+    pub(crate) directory: Registry,
+    pub(crate) identity: Option<vat::net::Identity>,
+    pub(crate) fields: crate::route::Fields,
+    /// The references it made, refreshed at once when it changes a route.
+    pub(crate) references: crate::reference::Made,
+}
+
+impl std::fmt::Debug for Lattice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lattice")
+            .field("directory", &self.directory)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A binding, its instances, and how each provider instance took it.
@@ -82,7 +94,24 @@ impl Lattice {
     pub fn new(directory: impl Into<Registry>) -> Lattice {
         Lattice {
             directory: directory.into(),
+            identity: None,
+            fields: crate::route::Fields::shipped(),
+            references: crate::reference::Made::default(),
         }
+    }
+
+    /// Proves `identity` on the connections its references make to
+    /// instances (default: none, an anonymous client).
+    pub fn identity(mut self, identity: vat::net::Identity) -> Lattice {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Lets routes' content rules read fields of the calls of the methods
+    /// `fields` knows, on its references, beside the shipped interfaces'.
+    pub fn fields(mut self, fields: &crate::route::Fields) -> Lattice {
+        self.fields.merge(fields);
+        self
     }
 
     /// Sets the binding `id` with `config` (replacing that triplet's), and
@@ -199,7 +228,7 @@ impl Lattice {
             .collect())
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Record)>, LatticeError> {
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<(String, Record)>, LatticeError> {
         Ok(self
             .list_entries(prefix)
             .await?
@@ -213,14 +242,21 @@ impl Lattice {
     }
 
     async fn status(&self, id: BindingId, config: Config) -> Result<BindingStatus, LatticeError> {
-        let count = |kind: &str, instances: &[(String, Record)]| {
+        let count = |selector: vat_directory::record::Selector<'_>,
+                     instances: &[(String, Record)]| {
             instances
                 .iter()
-                .filter(|(key, _)| InstanceKey::parse(key).is_ok_and(|i| i.kind == kind))
+                .filter(|(key, _)| {
+                    InstanceKey::parse(key).is_ok_and(|i| selector.selects(i.kind, i.version))
+                })
                 .count()
         };
-        let actors = self.list(&format!("{INSTANCES}{}@", id.actor)).await?;
-        let providers = self.list(&format!("{INSTANCES}{}@", id.provider)).await?;
+        let actors = self
+            .list(&format!("{INSTANCES}{}@", id.actor_kind().name))
+            .await?;
+        let providers = self
+            .list(&format!("{INSTANCES}{}@", id.provider_kind().name))
+            .await?;
         let digest = config_digest(&config);
         let grants = self
             .list_entries(&id.grants())
@@ -243,8 +279,8 @@ impl Lattice {
             })
             .collect();
         Ok(BindingStatus {
-            actor_instances: count(&id.actor, &actors),
-            provider_instances: count(&id.provider, &providers),
+            actor_instances: count(id.actor_kind(), &actors),
+            provider_instances: count(id.provider_kind(), &providers),
             id,
             config,
             grants,

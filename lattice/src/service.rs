@@ -34,6 +34,7 @@ fn failed(error: LatticeError) -> capnp::Error {
         LatticeError::BadName { .. }
         | LatticeError::NoFactory { .. }
         | LatticeError::AmbiguousVersion { .. }
+        | LatticeError::SeveralVersionsRun { .. }
         | LatticeError::NoInstance { .. } => vat::ErrorKind::InvalidArgument,
         _ => vat::ErrorKind::Failed,
     };
@@ -103,4 +104,91 @@ impl host::Server for HostService {
         }
         Ok(())
     }
+
+    async fn followed(
+        self: Rc<Self>,
+        params: host::FollowedParams,
+        mut results: host::FollowedResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let kind = params.get_kind()?.to_string()?;
+        let at_least = params.get_at_least();
+        let wait = std::time::Duration::from_millis(u64::from(params.get_wait_ms().min(10_000)));
+        let started = vat_env::now();
+        let followed = loop {
+            let followed = self.host.followed(&kind);
+            let reached = followed.is_none_or(|index| index >= at_least);
+            if reached || vat_env::now().duration_since(started) >= wait {
+                break followed;
+            }
+            vat_env::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        let mut out = results.get();
+        out.set_routes(followed.is_some());
+        out.set_index(followed.unwrap_or(0));
+        Ok(())
+    }
+
+    async fn stop_kind(
+        self: Rc<Self>,
+        params: host::StopKindParams,
+        mut results: host::StopKindResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let (name, version) = kind_and_version(params.get_kind()?, params.get_version()?)?;
+        let stopped = self
+            .host
+            .stop_kind(&name, version.as_deref())
+            .await
+            .map_err(failed)?;
+        let mut list = results.get().init_stopped(stopped.len() as u32);
+        for (i, number) in stopped.iter().enumerate() {
+            list.set(i as u32, *number);
+        }
+        Ok(())
+    }
+
+    async fn scale(
+        self: Rc<Self>,
+        params: host::ScaleParams,
+        mut results: host::ScaleResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let (name, version) = kind_and_version(params.get_kind()?, params.get_version()?)?;
+        let count = params.get_count();
+        if count > MAX_SCALE {
+            return Err(vat::Error::new(
+                vat::ErrorKind::InvalidArgument,
+                format!("a host runs at most {MAX_SCALE} instances of a kind, not {count}"),
+            )
+            .into());
+        }
+        let running = self
+            .host
+            .scale(&name, version.as_deref(), count as usize)
+            .await
+            .map_err(failed)?;
+        let mut list = results.get().init_instances(running.len() as u32);
+        for (i, info) in running.iter().enumerate() {
+            set(list.reborrow().get(i as u32), info);
+        }
+        Ok(())
+    }
+}
+
+/// The most instances of one kind `scale` starts on a host.
+const MAX_SCALE: u32 = 1024;
+
+/// A kind's name and version from the wire (an empty version: none named).
+fn kind_and_version(
+    kind: capnp::text::Reader<'_>,
+    version: capnp::text::Reader<'_>,
+) -> Result<(String, Option<String>), capnp::Error> {
+    let kind = kind.to_string()?;
+    let version = version.to_string()?;
+    crate::kind::check_name("kind", &kind).map_err(failed)?;
+    if !version.is_empty() {
+        crate::kind::check_name("version", &version).map_err(failed)?;
+    }
+    Ok((kind, (!version.is_empty()).then_some(version)))
 }

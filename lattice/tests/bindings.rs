@@ -197,7 +197,10 @@ fn a_binding_follows_its_actor_across_hosts_and_its_removal_closes_the_port() {
         .unwrap();
     // set_binding returned once the provider instance took it: served now.
     let reply = get(port, "/").unwrap();
-    assert_eq!(reply, (200, format!("hello from greeter on host0/{actor}")));
+    assert_eq!(
+        reply,
+        (200, format!("hello from greeter@1.0.0 on host0/{actor}"))
+    );
 
     // Setting it again changes nothing: no instance provisions it anew.
     let grants = lab.grants("greeter", "http");
@@ -239,7 +242,7 @@ fn a_binding_follows_its_actor_across_hosts_and_its_removal_closes_the_port() {
     let reply = until(port, "/", served);
     assert_eq!(
         reply,
-        Some((200, format!("hello from greeter on host1/{moved}")))
+        Some((200, format!("hello from greeter@1.0.0 on host1/{moved}")))
     );
 
     // Removed: the port refuses connections.

@@ -99,7 +99,7 @@ fn one_host_keeps_its_bindings_in_its_own_store_across_a_restart() {
     bind(&vat, "kv", Config::new());
     assert_eq!(
         get(port, "/"),
-        Some((200, "hello from hello on single/2".to_owned()))
+        Some((200, "hello from hello@1.0.0 on single/2".to_owned()))
     );
     assert_eq!(get(port, "/kv/set/k/v"), Some((200, "set".to_owned())));
     assert_eq!(get(port, "/kv/get/k"), Some((200, "v".to_owned())));

@@ -54,4 +54,14 @@ interface Host {
   # Stops an instance: its bindings stay in the lattice.
   inventory @2 () -> (instances :List(Instance), factories :List(Instance));
   # What runs here, and what could (factories, numbered 0).
+  followed @3 (kind :Text, atLeast :UInt64, waitMs :UInt32) -> (routes :Bool, index :UInt64);
+  # The log index of the kind's route this host's routers follow (0: none),
+  # answered once it reaches atLeast or after waitMs (at most 10000);
+  # routes is false if the host routes no call to the kind.
+  stopKind @4 (kind :Text, version :Text) -> (stopped :List(UInt64));
+  # Stops every instance of the kind at the version; an empty version means
+  # the only one running here (refused, nothing stopped, if several run).
+  scale @5 (kind :Text, version :Text, count :UInt32) -> (instances :List(Instance));
+  # Starts or stops instances until count of the kind at the version run
+  # here; an empty version as for stopKind.
 }

@@ -229,7 +229,7 @@ fn until(
 
 /// A reply from `actor` running on the host whose id starts the way `host`'s does.
 fn answered_by(actor: &str, host: &HostProcess) -> impl Fn(&Option<(u16, String)>) -> bool {
-    let expected = format!("hello from {actor} on {}/", &host.id[..8]);
+    let expected = format!("hello from {actor}@1.0.0 on {}/", &host.id[..8]);
     move |reply| matches!(reply, Some((200, body)) if body.starts_with(&expected))
 }
 

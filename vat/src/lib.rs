@@ -70,6 +70,7 @@ mod reference;
 mod seal;
 pub mod sturdy;
 pub mod supervise;
+pub mod switch;
 
 pub use caretaker::{caretaker, Revoker};
 pub use error::{Error, ErrorKind};

@@ -139,6 +139,30 @@ async fn inventory(host: &host::Client) -> Result<(Vec<Listed>, Vec<Listed>), Cl
     Ok((running, factories))
 }
 
+/// Reads `NAME` or `NAME@VERSION`.
+fn kind_arg(text: &str) -> Result<(String, Option<String>), CliError> {
+    let (name, version) = match text.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (text, None),
+    };
+    crate::check_name("kind", name)?;
+    if let Some(version) = version {
+        crate::check_name("version", version)?;
+    }
+    Ok((name.to_owned(), version.map(str::to_owned)))
+}
+
+fn route_line(status: &crate::RouteStatus) -> String {
+    format!(
+        "{} route {} (index {}): followed by {} hosts in {} ms",
+        status.kind,
+        status.route,
+        status.index,
+        status.followed_by.len(),
+        status.waited.as_millis()
+    )
+}
+
 fn config(items: &[String]) -> Result<Config, CliError> {
     items
         .iter()
@@ -212,6 +236,15 @@ async fn execute(command: Command) -> Result<Vec<String>, CliError> {
             host,
             version,
         } => {
+            let (name, named) = kind_arg(&name)?;
+            let version = match (named, version) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(CliError::Usage(format!(
+                        "{name}@{a} and --version {b} disagree"
+                    )))
+                }
+                (named, version) => named.or(version),
+            };
             let cap = host_cap(&admin(&token)?, &host).await?;
             let mut call = cap.start_request();
             call.get().set_role(wire(role));
@@ -243,6 +276,7 @@ async fn execute(command: Command) -> Result<Vec<String>, CliError> {
             host,
             number,
         } => {
+            let (name, version) = kind_arg(&name)?;
             let cap = host_cap(&admin(&token)?, &host).await?;
             let (running, _) = inventory(&cap).await?;
             let wanted = match role {
@@ -252,32 +286,154 @@ async fn execute(command: Command) -> Result<Vec<String>, CliError> {
             let matching: Vec<&Listed> = running
                 .iter()
                 .filter(|i| i.role == wanted && i.kind == name)
+                .filter(|i| version.as_ref().is_none_or(|v| *v == i.version))
                 .filter(|i| number.is_none_or(|n| n == i.number))
                 .collect();
-            let chosen = match matching.as_slice() {
-                [one] => one.number,
-                [] => {
-                    return Err(CliError::Usage(format!(
-                        "no {wanted} {name}{} runs on {host}",
-                        number.map(|n| format!(" number {n}")).unwrap_or_default()
-                    )))
+            if matching.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "no {wanted} {name}{}{} runs on {host}",
+                    version
+                        .as_ref()
+                        .map(|v| format!("@{v}"))
+                        .unwrap_or_default(),
+                    number.map(|n| format!(" number {n}")).unwrap_or_default()
+                )));
+            }
+            let stopped: Vec<u64> = match number {
+                Some(number) => {
+                    let mut call = cap.stop_request();
+                    call.get().set_number(number);
+                    call.send().promise.await.map_err(vat::Error::from)?;
+                    vec![number]
                 }
-                several => {
-                    let numbers: Vec<String> = several
-                        .iter()
-                        .map(|i| format!("{} ({}@{})", i.number, i.kind, i.version))
-                        .collect();
-                    return Err(CliError::Usage(format!(
-                        "{} instances of {wanted} {name} run on {host}: {}; name one with --number",
-                        several.len(),
-                        numbers.join(", ")
-                    )));
+                None => {
+                    let mut call = cap.stop_kind_request();
+                    call.get().set_kind(name.as_str());
+                    call.get().set_version(version.as_deref().unwrap_or(""));
+                    let reply = call.send().promise.await.map_err(vat::Error::from)?;
+                    let list = reply
+                        .get()
+                        .and_then(|r| r.get_stopped())
+                        .map_err(vat::Error::from)?;
+                    list.iter().collect()
                 }
             };
-            let mut call = cap.stop_request();
-            call.get().set_number(chosen);
-            call.send().promise.await.map_err(vat::Error::from)?;
-            out.push(format!("stopped {wanted} {name} number {chosen} on {host}"));
+            let numbers: Vec<String> = stopped.iter().map(u64::to_string).collect();
+            out.push(format!(
+                "stopped {wanted} {name} number {} on {host}",
+                numbers.join(", ")
+            ));
+        }
+        Command::Scale {
+            admin: token,
+            name,
+            count,
+            host,
+        } => {
+            let (name, version) = kind_arg(&name)?;
+            let cap = host_cap(&admin(&token)?, &host).await?;
+            let mut call = cap.scale_request();
+            call.get().set_kind(name.as_str());
+            call.get().set_version(version.as_deref().unwrap_or(""));
+            call.get().set_count(count);
+            let reply = call.send().promise.await.map_err(vat::Error::from)?;
+            let list = reply
+                .get()
+                .and_then(|r| r.get_instances())
+                .map_err(vat::Error::from)?;
+            let mut numbers = Vec::new();
+            let mut kind = name.clone();
+            for instance in list.iter() {
+                numbers.push(instance.get_number().to_string());
+                let version = instance
+                    .get_version()
+                    .and_then(|t| Ok(t.to_string()?))
+                    .map_err(vat::Error::from)?;
+                kind = format!("{name}@{version}");
+            }
+            out.push(format!(
+                "{kind} runs {} instances on {host}: {}",
+                numbers.len(),
+                numbers.join(", ")
+            ));
+        }
+        Command::Versions { admin: token, name } => {
+            let lattice = Lattice::new(admin(&token)?);
+            let (versions, route) = lattice.versions(&name).await?;
+            for version in versions {
+                out.push(format!(
+                    "{name}@{} instances={} {}",
+                    version.version,
+                    version.instances.len(),
+                    version.instances.join(" ")
+                ));
+            }
+            out.push(match route {
+                Some(route) => format!("route {route}"),
+                None => "route none (calls spread over every instance)".to_owned(),
+            });
+        }
+        Command::Route {
+            admin: token,
+            name,
+            weights,
+            sticky,
+            live,
+            rules,
+            clear,
+        } => {
+            let lattice = Lattice::new(admin(&token)?);
+            if clear {
+                let existed = lattice.remove_route(&name).await?;
+                out.push(if existed {
+                    format!("removed the route of {name}")
+                } else {
+                    format!("{name} had no route")
+                });
+                return Ok(out);
+            }
+            let rules = rules
+                .iter()
+                .map(|rule| crate::route::parse_rule(rule))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pick = match (weights, live) {
+                (Some(weights), None) => crate::route::RoutePick::Weights {
+                    weights: crate::route::parse_weights(&weights)?,
+                    sticky,
+                },
+                (None, Some(version)) => crate::route::RoutePick::Live {
+                    version,
+                    previous: None,
+                },
+                (None, None) if rules.is_empty() => {
+                    out.push(match lattice.route(&name).await? {
+                        Some(route) => format!("route {route}"),
+                        None => "route none (calls spread over every instance)".to_owned(),
+                    });
+                    return Ok(out);
+                }
+                _ => {
+                    return Err(CliError::Usage(
+                        "a route needs --weights or --live (what calls no rule matches get)"
+                            .to_owned(),
+                    ))
+                }
+            };
+            eprintln!("routing {name}: waiting for every host's routers to follow");
+            let status = lattice
+                .set_route(&name, crate::route::Route { rules, pick })
+                .await?;
+            out.push(route_line(&status));
+        }
+        Command::Swap {
+            admin: token,
+            name,
+            to,
+        } => {
+            let lattice = Lattice::new(admin(&token)?);
+            eprintln!("swapping {name}: waiting for every host's routers to follow");
+            let status = lattice.swap(&name, to.as_deref()).await?;
+            out.push(route_line(&status));
         }
         Command::Bind {
             admin: token,

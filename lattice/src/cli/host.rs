@@ -77,9 +77,14 @@ pub fn run(args: HostArgs) -> Result<(), CliError> {
         source,
     })?;
     let token = facet(&args.data, args.directory)?;
-    for name in &args.actors {
-        crate::check_name("actor", name)?;
-    }
+    let actors: Vec<Kind> = args
+        .actors
+        .iter()
+        .map(|text| match text.split_once('@') {
+            Some((name, version)) => Kind::new(name, version),
+            None => Kind::new(text.as_str(), SHIPPED_VERSION),
+        })
+        .collect::<Result<_, _>>()?;
     for name in &args.http_providers {
         crate::check_name("provider", name)?;
     }
@@ -94,7 +99,7 @@ pub fn run(args: HostArgs) -> Result<(), CliError> {
     let (data, listen, actors, https, lease) = (
         args.data.clone(),
         args.listen,
-        args.actors,
+        actors,
         args.http_providers,
         Duration::from_millis(args.lease_ms),
     );
@@ -119,11 +124,13 @@ pub fn run(args: HostArgs) -> Result<(), CliError> {
                     Ok(Box::new(HttpProvider::on(listen.ip())))
                 });
             }
-            for name in actors {
+            for kind in actors {
                 let short = short.clone();
-                builder = builder.actor(Kind::new(name, version)?, move |context| {
-                    Ok(Hello::new(context, &short).export())
-                });
+                builder =
+                    builder.actor(
+                        kind,
+                        move |context| Ok(Hello::new(context, &short).export()),
+                    );
             }
             let directory = DirectoryClient::new(token, Some(served.identity.clone()));
             let host = builder

@@ -5,8 +5,11 @@
 //! - `host` runs a host in a data folder: the shipped providers (`http`,
 //!   `kv`) and the example actor under each `--actor NAME`, until SIGINT or
 //!   SIGTERM.
-//! - `hosts`, `inventory`, `start`, `stop`: the hosts and what they run.
+//! - `hosts`, `inventory`, `start`, `stop`, `scale`: the hosts and what
+//!   they run (a kind as `NAME` or `NAME@VERSION`).
 //! - `bind`, `unbind`, `bindings`: the bindings.
+//! - `versions`, `route`, `swap`: the versions of a kind, and how calls on
+//!   its unversioned reference pick one.
 //!
 //! What the commands print goes to standard output; logs to standard
 //! error, filtered by `RUST_LOG` (default: warnings). A failure prints
@@ -59,8 +62,9 @@ enum Command {
         /// --host VAT-ID`); kept in the folder, so later starts may omit it.
         #[arg(long, value_name = "TOKEN")]
         directory: Option<String>,
-        /// Offer the example actor under this kind name (repeatable).
-        #[arg(long = "actor", value_name = "NAME")]
+        /// Offer the example actor under this kind, `NAME` (at 1.0.0) or
+        /// `NAME@VERSION` (repeatable: several versions may be offered).
+        #[arg(long = "actor", value_name = "NAME[@VERSION]")]
         actors: Vec<String>,
         /// Offer the HTTP provider under this kind name too, beside `http`
         /// (repeatable).
@@ -89,29 +93,91 @@ enum Command {
         admin: String,
         /// Actor or provider.
         role: RoleArg,
-        /// The kind's name.
+        /// The kind: `NAME` (the host's only version) or `NAME@VERSION`.
         name: String,
         /// The host (vat id).
         #[arg(long, value_name = "VAT-ID")]
         host: String,
-        /// The kind's version (default: the host's only one).
+        /// The kind's version (as `NAME@VERSION` does).
         #[arg(long)]
         version: Option<String>,
     },
-    /// Stop an instance of an actor or provider on a host. Its bindings stay.
+    /// Stop the instances of an actor or provider on a host (`NAME@VERSION`:
+    /// of that version only; `NAME`: refused if several versions run
+    /// there). Its bindings stay.
     Stop {
         /// The directory's admin token.
         admin: String,
         /// Actor or provider.
         role: RoleArg,
-        /// The kind's name.
+        /// The kind: `NAME` or `NAME@VERSION`.
         name: String,
         /// The host (vat id).
         #[arg(long, value_name = "VAT-ID")]
         host: String,
-        /// Which instance, if several of the kind run there.
+        /// Only this instance.
         #[arg(long, value_name = "N")]
         number: Option<u64>,
+    },
+    /// Run COUNT instances of a kind on a host, starting or stopping some
+    /// (`NAME@VERSION`: of that version; `NAME`: refused if several run).
+    Scale {
+        /// The directory's admin token.
+        admin: String,
+        /// The kind: `NAME` or `NAME@VERSION`.
+        name: String,
+        /// How many instances.
+        count: u32,
+        /// The host (vat id).
+        #[arg(long, value_name = "VAT-ID")]
+        host: String,
+    },
+    /// The versions of a kind that run, where, and its route.
+    Versions {
+        /// The directory's admin token.
+        admin: String,
+        /// The kind's name.
+        name: String,
+    },
+    /// Show or set how calls on a kind's unversioned reference pick a
+    /// version; waits until every host's routers follow. With no option,
+    /// prints the route.
+    Route {
+        /// The directory's admin token.
+        admin: String,
+        /// The kind's name.
+        name: String,
+        /// Weights per version: `1.0.0=90,1.1.0=10`.
+        #[arg(long, value_name = "V=W,...", conflicts_with = "live")]
+        weights: Option<String>,
+        /// With --weights: a caller's routing key keeps its version while
+        /// the weights do not move it.
+        #[arg(long, requires = "weights")]
+        sticky: bool,
+        /// Every call to this version (blue/green; `swap` changes it).
+        #[arg(long, value_name = "VERSION")]
+        live: Option<String>,
+        /// A content rule, tried in order before the rest:
+        /// `key:PATTERN=VERSION` or `field.NAME:PATTERN=VERSION` (`*` in a
+        /// pattern matches any run). Repeatable; needs --weights or --live
+        /// for the calls no rule matches.
+        #[arg(long = "rule", value_name = "RULE")]
+        rules: Vec<String>,
+        /// Remove the route: calls spread over every instance again.
+        #[arg(long, conflicts_with_all = ["weights", "live", "rules"])]
+        clear: bool,
+    },
+    /// Blue/green: make another version live, atomically; waits until
+    /// every host's routers follow.
+    Swap {
+        /// The directory's admin token.
+        admin: String,
+        /// The kind's name.
+        name: String,
+        /// The version to make live (default: the one live before, or the
+        /// only other one running).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
     },
     /// Bind an actor to a provider: every instance of the provider takes it.
     Bind {
