@@ -237,7 +237,7 @@ async fn provide(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
             .actor_routers
             .entry(actor.clone())
             .or_insert_with(|| {
-                Router::new(actor, format!("actor {actor}"), host.inner.fields.clone())
+                Router::named(actor, format!("actor {actor}"), host.inner.fields.clone())
             });
         router.follow(host.inner.identity.as_ref(), &wanted, &local);
         router.set_route(route);
@@ -335,7 +335,7 @@ async fn provide_one(
             .actor_routers
             .get_mut(selector.name)
             .map(|router| match selector.version {
-                Some(version) => router.version(version),
+                Some(version) => router.version::<capnp::capability::Client>(version),
                 None => router.client(),
             })
     };
@@ -538,12 +538,12 @@ async fn link(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
         let client = {
             let mut applied = host.inner.applied.borrow_mut();
             let link = applied.links.entry((*id).clone()).or_insert_with(|| {
-                let mut router = Router::new(
+                let mut router = Router::named(
                     provider.name,
                     format!("provider {} for {}", provider.name, id.actor),
                     host.inner.fields.clone(),
                 );
-                let target = match provider.version {
+                let target: capnp::capability::Client = match provider.version {
                     Some(version) => router.version(version),
                     None => router.client(),
                 };

@@ -58,13 +58,4 @@ impl Members {
                 .insert(key.clone(), (token.clone(), membership));
         }
     }
-
-    pub(crate) fn client(&self) -> capnp::capability::Client {
-        self.group.client()
-    }
-
-    /// How many members it has.
-    pub(crate) fn len(&self) -> usize {
-        self.members.len()
-    }
 }

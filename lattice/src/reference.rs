@@ -62,20 +62,20 @@ impl Reference {
     /// The unversioned reference, as the kind's interface `C`: each call
     /// goes to the version the route picks.
     pub fn client<C: FromClientHook>(&self) -> C {
-        C::new(self.inner.router.borrow().client().hook)
+        self.inner.router.borrow().client()
     }
 
     /// The unversioned reference carrying the routing key `key`: rules on
     /// the key, and sticky weights, read it; within a version, calls with
     /// one key meet one instance.
     pub fn with_key<C: FromClientHook>(&self, key: impl AsRef<[u8]>) -> C {
-        C::new(self.inner.router.borrow().with_key(key.as_ref()).hook)
+        self.inner.router.borrow().with_key(key)
     }
 
     /// The versioned reference to `version`: its instances only, whatever
     /// the route says (calls fail, undelivered, while none runs).
     pub fn version<C: FromClientHook>(&self, version: &str) -> C {
-        C::new(self.inner.router.borrow_mut().version(version).hook)
+        self.inner.router.borrow_mut().version(version)
     }
 
     /// Each version it knows, with its instance count.
@@ -127,7 +127,7 @@ impl Lattice {
         let reference = Reference {
             inner: Rc::new(Inner {
                 kind: name.to_owned(),
-                router: RefCell::new(Router::new(
+                router: RefCell::new(Router::named(
                     name,
                     format!("reference to {name}"),
                     self.fields.clone(),

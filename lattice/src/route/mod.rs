@@ -27,7 +27,7 @@ mod pick;
 mod router;
 
 pub use fields::Fields;
-pub(crate) use router::Router;
+pub use router::Router;
 pub use vat_directory::record::{RouteOn, RoutePick, RouteRecord as Route, RouteRule};
 
 use std::collections::BTreeMap;

@@ -15,7 +15,6 @@ use super::{glob, Fields, Route, RouteOn, RoutePick};
 pub(crate) struct Target {
     pub(crate) group: Group,
     pub(crate) client: capnp::capability::Client,
-    pub(crate) members: usize,
     /// Smooth weighted round-robin's running score.
     current: Cell<i64>,
 }
@@ -25,7 +24,6 @@ impl Target {
         Target {
             client: group.client(),
             group,
-            members: 0,
             current: Cell::new(0),
         }
     }
@@ -59,7 +57,7 @@ impl Table {
             let weights = self
                 .versions
                 .iter()
-                .map(|(v, t)| (v.as_str(), t.members as u32));
+                .map(|(v, t)| (v.as_str(), u32::try_from(t.group.len()).unwrap_or(u32::MAX)));
             return self.weighted(weights, None, call.key);
         };
         for rule in &route.rules {
@@ -101,7 +99,7 @@ impl Table {
     ) -> Picked {
         let running = weights.filter_map(|(version, weight)| {
             let target = self.versions.get(version)?;
-            (weight > 0 && target.members > 0).then_some((version, weight, target))
+            (weight > 0 && !target.group.is_empty()).then_some((version, weight, target))
         });
         let chosen = match sticky_key {
             Some(sticky) => {
@@ -196,13 +194,13 @@ mod tests {
 
     #[test]
     fn sticky_keys_move_only_as_the_weights_must() {
-        let owner = |weights: &[(&str, u32)], key: u64| {
+        fn owner(weights: &[(&'static str, u32)], key: u64) -> Option<&'static str> {
             weights
                 .iter()
                 .map(|(v, w)| (rendezvous_score(key, v, *w), *v))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, v)| v)
-        };
+        }
         let even = [("1.0.0", 50), ("1.1.0", 50)];
         let tilted = [("1.0.0", 90), ("1.1.0", 10)];
         let three = [("1.0.0", 90), ("1.1.0", 10), ("2.0.0", 0)];

@@ -13,8 +13,35 @@ use super::pick::{Picker, Table, Target};
 use super::{Fields, Route};
 use crate::members::Members;
 
-/// A kind's versions and its router, in one vat.
-pub(crate) struct Router {
+/// A kind's versions and its router, in one vat: one group per version
+/// (the versioned references) and a switch in front of them following the
+/// kind's [`Route`] (the unversioned reference). Hosts and
+/// [`Reference`](crate::Reference)s keep theirs following the directory;
+/// a program can also run one of its own over members it joins.
+///
+/// ```
+/// use schema::demo_capnp::counter;
+/// use vat_lattice::route::{parse_rule, Fields, Route, RoutePick, Router};
+///
+/// let vat = vat::VatHandle::start("doc").unwrap();
+/// vat.run_async(|| async {
+///     let mut router = Router::new("counter", Fields::new());
+///     let blue: counter::Client = vat::export(vat::demo::Counter::default());
+///     let green: counter::Client = vat::export(vat::demo::Counter::default());
+///     let _memberships = [router.join("1.0.0", blue.clone()), router.join("2.0.0", green)];
+///     let mut route = Route { rules: vec![], pick: RoutePick::Live { version: "2.0.0".into(), previous: None } };
+///     route.rules.push(parse_rule("key:blue-*=1.0.0").unwrap());
+///     router.route(Some(route));
+///     let tester: counter::Client = router.with_key("blue-7");
+///     let mut add = tester.add_request();
+///     add.get().set_by(1);
+///     add.send().promise.await.unwrap();
+///     let get = blue.get_request().send().promise.await.unwrap();
+///     assert_eq!(get.get().unwrap().get_value(), 1); // the rule sent it to 1.0.0
+/// }).wait().unwrap();
+/// vat.stop().unwrap();
+/// ```
+pub struct Router {
     what: String,
     versions: BTreeMap<String, Members>,
     table: Rc<RefCell<Table>>,
@@ -24,9 +51,45 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// A router of the kind `kind` with no version yet; `what` names its
-    /// groups in logs. Rules read fields of the methods `fields` knows.
-    pub(crate) fn new(kind: &str, what: String, fields: Fields) -> Router {
+    /// A router of the kind `kind` with no version and no route yet; rules
+    /// read fields of the methods `fields` knows.
+    pub fn new(kind: &str, fields: Fields) -> Router {
+        Router::named(kind, format!("router of {kind}"), fields)
+    }
+
+    /// Adds `member` to `version`'s group: it serves that version's calls
+    /// until the membership is dropped.
+    pub fn join<C: capnp::capability::FromClientHook>(
+        &mut self,
+        version: &str,
+        member: C,
+    ) -> vat::group::Membership {
+        self.members(version);
+        let membership = self.members(version).group.join(member);
+        self.track();
+        membership
+    }
+
+    /// Follows `route` from the next call on (none: every instance alike).
+    pub fn route(&mut self, route: Option<Route>) {
+        let mut table = self.table.borrow_mut();
+        table.route = route;
+        table.restart();
+    }
+
+    /// The router's picker sees every version that has a group.
+    fn track(&mut self) {
+        let mut table = self.table.borrow_mut();
+        for (version, members) in &self.versions {
+            table
+                .versions
+                .entry(version.clone())
+                .or_insert_with(|| Target::new(members.group.clone()));
+        }
+    }
+
+    /// A router of `kind`; `what` names its groups in logs.
+    pub(crate) fn named(kind: &str, what: String, fields: Fields) -> Router {
         let table = Rc::new(RefCell::new(Table {
             kind: kind.to_owned(),
             versions: BTreeMap::new(),
@@ -43,19 +106,21 @@ impl Router {
     }
 
     /// The unversioned reference: the router.
-    pub(crate) fn client(&self) -> capnp::capability::Client {
+    pub fn client<C: capnp::capability::FromClientHook>(&self) -> C {
         self.switch.client()
     }
 
     /// The router bound to a routing key.
-    pub(crate) fn with_key(&self, key: &[u8]) -> capnp::capability::Client {
+    pub fn with_key<C: capnp::capability::FromClientHook>(&self, key: impl AsRef<[u8]>) -> C {
         self.switch.with_key(key)
     }
 
-    /// The versioned reference: the group of `version`'s instances (empty
-    /// until one runs; calls on it then fail, undelivered).
-    pub(crate) fn version(&mut self, version: &str) -> capnp::capability::Client {
-        self.members(version).client()
+    /// The versioned reference: the group of `version`'s members (empty
+    /// until one joins; calls on it then fail, undelivered).
+    pub fn version<C: capnp::capability::FromClientHook>(&mut self, version: &str) -> C {
+        let group = self.members(version).group.clone();
+        self.track();
+        group.client()
     }
 
     fn members(&mut self, version: &str) -> &mut Members {
@@ -80,19 +145,7 @@ impl Router {
         for (version, members) in &mut self.versions {
             members.follow(identity, wanted.get(version).unwrap_or(&none), local);
         }
-        let mut table = self.table.borrow_mut();
-        let mut changed = false;
-        for (version, members) in &self.versions {
-            let target = table
-                .versions
-                .entry(version.clone())
-                .or_insert_with(|| Target::new(members.group.clone()));
-            changed |= target.members != members.len();
-            target.members = members.len();
-        }
-        if changed {
-            table.restart();
-        }
+        self.track();
     }
 
     /// Follows `route` (with the log index of its last write), or none.
@@ -112,11 +165,11 @@ impl Router {
         self.route_index
     }
 
-    /// Each version with its instance count.
-    pub(crate) fn versions(&self) -> Vec<(String, usize)> {
+    /// Each version with its member count.
+    pub fn versions(&self) -> Vec<(String, usize)> {
         self.versions
             .iter()
-            .map(|(version, members)| (version.clone(), members.len()))
+            .map(|(version, members)| (version.clone(), members.group.len()))
             .collect()
     }
 }
