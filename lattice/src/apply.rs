@@ -81,7 +81,11 @@ impl Applied {
         let providers = self
             .links
             .iter()
-            .filter(|(id, _)| id.provider_kind().name == kind)
+            .filter(|(id, _)| {
+                let provider = id.provider_kind();
+                // A binding of one version follows no route.
+                provider.name == kind && provider.version.is_none()
+            })
             .map(|(_, link)| link.router.route_index());
         actors.into_iter().chain(providers).min()
     }
@@ -503,7 +507,7 @@ async fn link(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
         let grants = tokens(host, &id.grants()).await?;
         // Which version granted each: the provider's instance records say.
         let versions: BTreeMap<(String, String), String> =
-            tokens_or_not(host, &format!("{INSTANCES}{}@", provider.name))
+            keys_under(host, &format!("{INSTANCES}{}@", provider.name))
                 .await?
                 .into_iter()
                 .filter_map(|key| {
@@ -604,7 +608,7 @@ async fn link(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
 }
 
 /// The keys under `prefix` the host may see.
-async fn tokens_or_not(host: &Host, prefix: &str) -> Result<Vec<String>, LatticeError> {
+async fn keys_under(host: &Host, prefix: &str) -> Result<Vec<String>, LatticeError> {
     let listed = host.inner.directory.list(prefix).await?;
     Ok(listed.into_iter().map(|entry| entry.key).collect())
 }

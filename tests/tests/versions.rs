@@ -330,6 +330,10 @@ fn content_rules_pick_by_the_callers_key_and_by_a_field_of_the_call() {
     assert_eq!(by_field, [V2, V1, V1]);
 }
 
+/// One call of a caller under load: the phase it started in, and the
+/// version that answered or why it failed.
+type Seen = (u32, Result<String, String>);
+
 #[test]
 fn blue_green_swaps_under_load_with_no_failed_call_and_swaps_back() {
     let lab = Lab::new();
@@ -344,7 +348,7 @@ fn blue_green_swaps_under_load_with_no_failed_call_and_swaps_back() {
         let unversioned: http_handler::Client = reference.client();
         let phase = Rc::new(Cell::new(0u32));
         let stop = Rc::new(Cell::new(false));
-        let seen: Rc<RefCell<Vec<(u32, Result<String, String>)>>> = Rc::default();
+        let seen: Rc<RefCell<Vec<Seen>>> = Rc::default();
         let callers: Vec<_> = (0..8)
             .map(|_| {
                 let (target, phase, stop, seen) = (
