@@ -725,6 +725,21 @@ mod tests {
         }
     }
 
+    /// Mints each host facet of `kinds` through the admin facet.
+    fn mint_hosts(
+        apply: &mut impl FnMut(&mut Machine, FacetId, Op) -> Response,
+        m: &mut Machine,
+        kinds: &[(FacetKind, FacetId)],
+    ) {
+        for (kind, id) in kinds {
+            let mint = Op::MintFacet {
+                id: *id,
+                kind: kind.clone(),
+            };
+            assert!(matches!(apply(m, ADMIN, mint), Response::Done { .. }));
+        }
+    }
+
     #[test]
     fn grants_come_from_the_providers_hosts_and_reach_the_actors_hosts_only() {
         let mut m = Machine::new(ADMIN);
@@ -736,13 +751,7 @@ mod tests {
             n += 1;
             m.apply(n, &as_host(facet, n, op))
         };
-        for (kind, id) in &kinds {
-            let mint = Op::MintFacet {
-                id: *id,
-                kind: kind.clone(),
-            };
-            assert!(matches!(apply(&mut m, ADMIN, mint), Response::Done { .. }));
-        }
+        mint_hosts(&mut apply, &mut m, &kinds);
         let key = "grants/shop/http/default/p/0";
         // No binding yet, no instance yet: refused.
         assert_eq!(
@@ -818,13 +827,7 @@ mod tests {
             n += 1;
             m.apply(n, &as_host(facet, n, op))
         };
-        for (kind, id) in &kinds {
-            let mint = Op::MintFacet {
-                id: *id,
-                kind: kind.clone(),
-            };
-            assert!(matches!(apply(&mut m, ADMIN, mint), Response::Done { .. }));
-        }
+        mint_hosts(&mut apply, &mut m, &kinds);
         apply(&mut m, provider_host, instance("instances/http@1/p/0"));
         apply(&mut m, blue_host, instance("instances/shop@1.0.0/b/0"));
         apply(&mut m, green_host, instance("instances/shop@1.1.0/g/0"));

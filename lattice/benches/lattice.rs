@@ -89,18 +89,9 @@ fn local_counters(vat: &VatHandle) {
 
 /// `iters` calls one after another on local target number `which`.
 fn local_calls(vat: &VatHandle, which: usize, iters: u64) -> Duration {
-    vat.run_async(move || async move {
-        let target = LOCAL.with(|l| l.borrow()[which].clone());
-        let started = Instant::now();
-        for _ in 0..iters {
-            let mut add = target.add_request();
-            add.get().set_by(1);
-            add.send().promise.await.unwrap();
-        }
-        started.elapsed()
+    timed(vat, iters, move || {
+        LOCAL.with(|l| l.borrow()[which].clone())
     })
-    .wait()
-    .unwrap()
 }
 
 fn router_same_vat(c: &mut Criterion) {
@@ -206,19 +197,30 @@ fn counters() -> (VatHandle, VatHandle, tempfile::TempDir) {
 
 /// `iters` calls one after another on target number `which`.
 fn calls(actor: &VatHandle, which: usize, iters: u64) -> Duration {
-    actor
-        .run_async(move || async move {
-            let target = COUNTERS.with(|h| h.borrow()[which].clone());
-            let started = Instant::now();
-            for _ in 0..iters {
-                let mut add = target.add_request();
-                add.get().set_by(1);
-                add.send().promise.await.unwrap();
-            }
-            started.elapsed()
-        })
-        .wait()
-        .unwrap()
+    timed(actor, iters, move || {
+        COUNTERS.with(|h| h.borrow()[which].clone())
+    })
+}
+
+/// `iters` calls one after another, in `vat`, on the counter `target`
+/// picks there.
+fn timed(
+    vat: &VatHandle,
+    iters: u64,
+    target: impl FnOnce() -> counter::Client + Send + 'static,
+) -> Duration {
+    vat.run_async(move || async move {
+        let target = target();
+        let started = Instant::now();
+        for _ in 0..iters {
+            let mut add = target.add_request();
+            add.get().set_by(1);
+            add.send().promise.await.unwrap();
+        }
+        started.elapsed()
+    })
+    .wait()
+    .unwrap()
 }
 
 fn bound_call(c: &mut Criterion) {

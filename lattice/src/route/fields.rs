@@ -13,7 +13,7 @@ type Reader =
     Rc<dyn for<'a> Fn(capnp::any_pointer::Reader<'a>) -> Option<dynamic_value::Reader<'a>>>;
 
 /// The params schemas of the methods whose calls routes may read fields
-/// of, by interface and method. Clones share nothing (cheap: handles).
+/// of, by interface and method. Clones share the readers.
 #[derive(Clone, Default)]
 pub struct Fields {
     readers: BTreeMap<(u64, u16), Reader>,
