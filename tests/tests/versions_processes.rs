@@ -19,7 +19,12 @@ const OFFERS: &[&str] = &["--actor", "hello@1.0.0", "--actor", "hello@1.1.0"];
 
 /// The version that answered `GET /` (`hello from hello@1.1.0 on ...`).
 fn version(ip: IpAddr, port: u16) -> String {
-    let (status, body) = get(ip, port, "/").expect("an answer");
+    version_at(ip, port, "/")
+}
+
+/// The version that answered `GET path`.
+fn version_at(ip: IpAddr, port: u16, path: &str) -> String {
+    let (status, body) = get(ip, port, path).expect("an answer");
     assert_eq!(status, 200, "{body}");
     body.split('@')
         .nth(1)
@@ -81,6 +86,25 @@ fn two_versions_behind_one_binding_swap_split_and_survive_a_kill() {
         *counts.entry(version(ip, port)).or_insert(0) += 1;
     }
     assert_eq!(counts, [("1.0.0".into(), 10), ("1.1.0".into(), 10)].into());
+
+    // A content rule on the request's path, the rest to blue; then no
+    // route at all.
+    lab.ok(
+        "route",
+        &[
+            "hello",
+            "--rule",
+            "field.request.path:/beta/*=1.1.0",
+            "--live",
+            "1.0.0",
+        ],
+    );
+    assert_eq!(version_at(ip, port, "/beta/cart"), "1.1.0");
+    assert_eq!(version_at(ip, port, "/cart"), "1.0.0");
+    let cleared = lab.ok("route", &["hello", "--clear"]);
+    assert!(cleared.contains("removed the route of hello"), "{cleared}");
+    let shown = lab.ok("route", &["hello"]);
+    assert!(shown.contains("route none"), "{shown}");
 
     // Without a version, stop and scale are refused, naming both, and
     // nothing changes.

@@ -414,7 +414,7 @@ fn show(record: &Record) -> String {
                 .collect();
             format!("binding config={}", config.join(","))
         }
-        Record::Route(route) => format!("route {route}"),
+        Record::Route(route) => format!("route {}", captp::log::Untrusted(route)),
         // The token is authority over the host: never printed.
         Record::Host(_) => "host (its capability's token is kept)".to_owned(),
         Record::Grant(grant) => match &grant.outcome {

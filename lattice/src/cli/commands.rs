@@ -156,7 +156,7 @@ fn route_line(status: &crate::RouteStatus) -> String {
     format!(
         "{} route {} (index {}): followed by {} hosts in {} ms",
         status.kind,
-        status.route,
+        captp::log::Untrusted(&status.route),
         status.index,
         status.followed_by.len(),
         status.waited.as_millis()
@@ -369,7 +369,7 @@ async fn execute(command: Command) -> Result<Vec<String>, CliError> {
                 ));
             }
             out.push(match route {
-                Some(route) => format!("route {route}"),
+                Some(route) => format!("route {}", captp::log::Untrusted(&route)),
                 None => "route none (calls spread over every instance)".to_owned(),
             });
         }
@@ -407,7 +407,7 @@ async fn execute(command: Command) -> Result<Vec<String>, CliError> {
                 },
                 (None, None) if rules.is_empty() => {
                     out.push(match lattice.route(&name).await? {
-                        Some(route) => format!("route {route}"),
+                        Some(route) => format!("route {}", captp::log::Untrusted(&route)),
                         None => "route none (calls spread over every instance)".to_owned(),
                     });
                     return Ok(out);

@@ -155,6 +155,12 @@ impl Router {
             return;
         }
         let mut table = self.table.borrow_mut();
+        match &route {
+            Some((route, _)) => {
+                tracing::info!(router = %self.what, index, route = %captp::log::Untrusted(route), "following a new route");
+            }
+            None => tracing::info!(router = %self.what, "no route: every instance alike"),
+        }
         table.route = route.map(|(route, _)| route);
         table.restart();
         self.route_index = index;
