@@ -122,8 +122,9 @@ impl Lattice {
     /// live before, and waits as [`set_route`](Lattice::set_route) does.
     /// Without `to`, the route must have a live version, and the swap goes
     /// to the version live before it or, if there was none, to the only
-    /// other version running. Content rules stay. Calls in flight finish
-    /// where they are; none fails because of the swap.
+    /// other version running. Refused, changing nothing, if no instance of
+    /// that version runs. Content rules stay. Calls in flight finish where
+    /// they are; none fails because of the swap.
     pub async fn swap(&self, name: &str, to: Option<&str>) -> Result<RouteStatus, LatticeError> {
         let current = self.route(name).await?;
         let (rules, live, previous) = match current {
@@ -168,6 +169,19 @@ impl Lattice {
                 }
             }
         };
+        // A swap to a version with no instance would fail every call.
+        let (versions, _) = self.versions(name).await?;
+        if !versions
+            .iter()
+            .any(|v| v.version == target && !v.instances.is_empty())
+        {
+            return Err(LatticeError::BadRoute {
+                why: format!(
+                    "no instance of {name}@{} runs: start one before swapping to it",
+                    captp::log::Untrusted(&target)
+                ),
+            });
+        }
         let route = Route {
             rules,
             pick: RoutePick::Live {

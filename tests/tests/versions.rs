@@ -343,6 +343,11 @@ fn blue_green_swaps_under_load_with_no_failed_call_and_swaps_back() {
     lab.wait_for_versions(&[(V1, 1), (V2, 1)]);
     let outcome = lab.operator(|lattice, reference| async move {
         // Green answers through its versioned reference only.
+        let refused = lattice.swap("greeter", Some("9.9.9")).await;
+        assert!(
+            matches!(&refused, Err(LatticeError::BadRoute { why }) if why.contains("greeter@9.9.9")),
+            "{refused:?}"
+        );
         let green: http_handler::Client = reference.version(V2);
         assert_eq!(call(&green, "/").await.unwrap(), V2);
         let unversioned: http_handler::Client = reference.client();
