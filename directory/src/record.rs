@@ -249,10 +249,13 @@ impl<'k> InstanceKey<'k> {
             expected: "instances/<kind>@<version>/<vat-id>/<n>".to_owned(),
         };
         let [kind_at, vat, n] = three_segments(key, INSTANCES).ok_or_else(shape)?;
-        let (kind, version) = kind_at.split_once('@').ok_or_else(shape)?;
-        if kind.is_empty() || version.is_empty() || version.contains('@') {
+        let Some(Selector {
+            name: kind,
+            version: Some(version),
+        }) = Selector::read(kind_at)
+        else {
             return Err(shape());
-        }
+        };
         Ok(InstanceKey {
             kind,
             version,
@@ -287,6 +290,17 @@ impl<'k> Selector<'k> {
         }
     }
 
+    /// Reads `name` or `name@version`, if well formed: a name, and a
+    /// version if any, both non-empty, and one `@` at most.
+    pub fn read(text: &'k str) -> Option<Selector<'k>> {
+        let selector = Selector::parse(text);
+        let well_formed = !selector.name.is_empty()
+            && selector
+                .version
+                .is_none_or(|v| !v.is_empty() && !v.contains('@'));
+        well_formed.then_some(selector)
+    }
+
     /// Whether an instance of `kind` at `version` is one this selects.
     pub fn selects(&self, kind: &str, version: &str) -> bool {
         self.name == kind && self.version.is_none_or(|v| v == version)
@@ -319,13 +333,7 @@ impl<'k> BindingKey<'k> {
     /// The binding of these segments, if each kind is `name` or
     /// `name@version` and the link has no `@`.
     fn of(actor: &'k str, provider: &'k str, link: &'k str) -> Option<BindingKey<'k>> {
-        let well_formed = |text: &str| {
-            let selector = Selector::parse(text);
-            !selector.name.is_empty()
-                && selector
-                    .version
-                    .is_none_or(|v| !v.is_empty() && !v.contains('@'))
-        };
+        let well_formed = |text| Selector::read(text).is_some();
         (well_formed(actor) && well_formed(provider) && !link.contains('@')).then_some(BindingKey {
             actor,
             provider,

@@ -77,13 +77,11 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), LatticeError> {
 /// Checks a kind as a binding names it: `name` (every version, through
 /// the kind's router) or `name@version` (that version only).
 pub fn check_selector(what: &'static str, selector: &str) -> Result<(), LatticeError> {
-    match selector.split_once('@') {
-        Some((name, version)) => {
-            check_name(what, name)?;
-            check_name("version", version)
-        }
-        None => check_name(what, selector),
-    }
+    let selector = vat_directory::record::Selector::parse(selector);
+    check_name(what, selector.name)?;
+    selector
+        .version
+        .map_or(Ok(()), |version| check_name("version", version))
 }
 
 /// One binding: the provider's instances grant the actor's instances a
