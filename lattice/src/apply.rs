@@ -30,7 +30,7 @@ use crate::error::LatticeError;
 use crate::host::{Host, Instance, Running, RESYNC_INTERVAL};
 use crate::kind::{config_digest, BindingId, Config, Kind};
 use crate::provider::{Binding, ProvisionError};
-use crate::route::{Route, Router};
+use crate::route::Router;
 
 /// A provider instance, shared between the host's table and a pass.
 pub(crate) type Shared = Rc<std::cell::RefCell<Box<dyn crate::Provider>>>;
@@ -159,56 +159,6 @@ async fn read_bindings(host: &Host) -> Result<Bindings, LatticeError> {
     Ok(bindings)
 }
 
-/// Lists `prefix` as key to token text, the first token of each instance
-/// record, or each grant that granted a capability.
-async fn tokens(host: &Host, prefix: &str) -> Result<BTreeMap<String, String>, LatticeError> {
-    let listed = host.inner.directory.list(prefix).await?;
-    let mut tokens = BTreeMap::new();
-    for entry in listed {
-        let token = match entry.record {
-            Record::Instance(instance) => instance.refs.into_iter().next(),
-            Record::Grant(GrantRecord {
-                outcome: GrantOutcome::Granted(token),
-                ..
-            }) if !token.is_empty() => Some(token),
-            _ => None,
-        };
-        if let Some(token) = token {
-            tokens.insert(entry.key, token);
-        }
-    }
-    Ok(tokens)
-}
-
-/// The instances under `instances/<kind>@`, by version: key to token.
-async fn instances_by_version(
-    host: &Host,
-    kind: &str,
-) -> Result<BTreeMap<String, BTreeMap<String, String>>, LatticeError> {
-    let mut by_version: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for (key, token) in tokens(host, &format!("{INSTANCES}{kind}@")).await? {
-        if let Ok(instance) = InstanceKey::parse(&key) {
-            if instance.kind == kind {
-                let version = instance.version.to_owned();
-                by_version.entry(version).or_default().insert(key, token);
-            }
-        }
-    }
-    Ok(by_version)
-}
-
-/// The route of `kind`, with the log index of its last write.
-pub(crate) async fn read_route(
-    registry: &crate::Registry,
-    kind: &str,
-) -> Result<Option<(Route, u64)>, LatticeError> {
-    let entry = registry.get(&format!("{ROUTES}{kind}")).await?;
-    Ok(entry.and_then(|entry| match entry.record {
-        Record::Route(route) => Some((route, entry.index)),
-        _ => None,
-    }))
-}
-
 /// The provider side: each provider instance here holds every binding
 /// that selects its kind and version, with the current config.
 async fn provide(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
@@ -233,8 +183,8 @@ async fn provide(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
         .map(|b| b.actor_kind().name.to_owned())
         .collect();
     for actor in &actor_kinds {
-        let wanted = instances_by_version(host, actor).await?;
-        let route = read_route(&host.inner.directory, actor).await?;
+        let wanted = host.inner.directory.instances_by_version(actor).await?;
+        let route = host.inner.directory.route(actor).await?;
         let local = |key: &str| local_actor(host, key);
         let mut applied = host.inner.applied.borrow_mut();
         let router = applied
@@ -504,18 +454,20 @@ async fn link(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
     let mut clients: BTreeMap<&BindingId, capnp::capability::Client> = BTreeMap::new();
     for id in &wanted {
         let provider = id.provider_kind();
-        let grants = tokens(host, &id.grants()).await?;
+        let grants = host.inner.directory.tokens(&id.grants()).await?;
         // Which version granted each: the provider's instance records say.
-        let versions: BTreeMap<(String, String), String> =
-            keys_under(host, &format!("{INSTANCES}{}@", provider.name))
-                .await?
-                .into_iter()
-                .filter_map(|key| {
-                    let i = InstanceKey::parse(&key).ok()?;
-                    (i.kind == provider.name)
-                        .then(|| ((i.vat.to_owned(), i.n.to_owned()), i.version.to_owned()))
-                })
-                .collect();
+        let versions: BTreeMap<(String, String), String> = host
+            .inner
+            .directory
+            .keys(&format!("{INSTANCES}{}@", provider.name))
+            .await?
+            .into_iter()
+            .filter_map(|key| {
+                let i = InstanceKey::parse(&key).ok()?;
+                (i.kind == provider.name)
+                    .then(|| ((i.vat.to_owned(), i.n.to_owned()), i.version.to_owned()))
+            })
+            .collect();
         let mut by_version: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (key, token) in grants {
             let Ok(grant) = GrantKey::parse(&key) else {
@@ -531,7 +483,7 @@ async fn link(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
         }
         let route = match provider.version {
             Some(_) => None,
-            None => read_route(&host.inner.directory, provider.name).await?,
+            None => host.inner.directory.route(provider.name).await?,
         };
         let ours: BTreeMap<String, capnp::capability::Client> = by_version
             .values()
@@ -605,12 +557,6 @@ async fn link(host: &Host, bindings: &Bindings) -> Result<(), LatticeError> {
         tracing::info!(host = %host.inner.vat, binding = %id, "binding's grant to the actor revoked");
     }
     Ok(())
-}
-
-/// The keys under `prefix` the host may see.
-async fn keys_under(host: &Host, prefix: &str) -> Result<Vec<String>, LatticeError> {
-    let listed = host.inner.directory.list(prefix).await?;
-    Ok(listed.into_iter().map(|entry| entry.key).collect())
 }
 
 /// The capability of the actor instance registered under `key`, if it

@@ -427,16 +427,23 @@ impl Host {
         versions
     }
 
-    /// The version of `name` a lifecycle command without one acts on: the
-    /// only one running here; refused, changing nothing, when several run.
-    fn only_running(&self, name: &str) -> Result<Option<String>, LatticeError> {
-        let versions = self.running_versions(name);
-        match versions.len() {
+    /// The version a lifecycle command on `name` acts on: `version` if it
+    /// names one, else the only one of `running` (the versions of `name`
+    /// running here); refused, changing nothing, when several run.
+    fn version_to_act_on(
+        name: &str,
+        version: Option<&str>,
+        running: &BTreeMap<String, Vec<u64>>,
+    ) -> Result<Option<String>, LatticeError> {
+        if let Some(version) = version {
+            return Ok(Some(version.to_owned()));
+        }
+        match running.len() {
             0 => Ok(None),
-            1 => Ok(versions.into_keys().next()),
+            1 => Ok(running.keys().next().cloned()),
             _ => Err(LatticeError::SeveralVersionsRun {
                 name: name.to_owned(),
-                versions: versions.into_keys().collect(),
+                versions: running.keys().cloned().collect(),
             }),
         }
     }
@@ -450,17 +457,11 @@ impl Host {
         name: &str,
         version: Option<&str>,
     ) -> Result<Vec<u64>, LatticeError> {
-        let version = match version {
-            Some(version) => Some(version.to_owned()),
-            None => self.only_running(name)?,
-        };
-        let Some(version) = version else {
+        let mut running = self.running_versions(name);
+        let Some(version) = Self::version_to_act_on(name, version, &running)? else {
             return Ok(Vec::new());
         };
-        let numbers = self
-            .running_versions(name)
-            .remove(&version)
-            .unwrap_or_default();
+        let numbers = running.remove(&version).unwrap_or_default();
         for number in &numbers {
             self.stop(*number).await?;
         }
@@ -478,37 +479,27 @@ impl Host {
         version: Option<&str>,
         count: usize,
     ) -> Result<Vec<InstanceInfo>, LatticeError> {
-        let version = match version {
-            Some(version) => Some(version.to_owned()),
-            None => self.only_running(name)?,
-        };
-        let role = match (
-            Self::pick(&self.inner.actors, Role::Actor, name, version.as_deref()),
-            Self::pick(
-                &self.inner.providers,
-                Role::Provider,
-                name,
-                version.as_deref(),
-            ),
+        let mut running = self.running_versions(name);
+        let version = Self::version_to_act_on(name, version, &running)?;
+        let version = version.as_deref();
+        let (role, kind) = match (
+            Self::pick(&self.inner.actors, Role::Actor, name, version),
+            Self::pick(&self.inner.providers, Role::Provider, name, version),
         ) {
             (Ok((kind, _)), _) => (Role::Actor, kind),
             (_, Ok((kind, _))) => (Role::Provider, kind),
             (Err(error), _) => return Err(error),
         };
-        let (role, kind) = role;
-        let mut running = self
-            .running_versions(name)
-            .remove(&kind.version)
-            .unwrap_or_default();
-        while running.len() < count {
+        let mut numbers = running.remove(&kind.version).unwrap_or_default();
+        while numbers.len() < count {
             let number = match role {
                 Role::Actor => self.start_actor(&kind.name, Some(&kind.version)).await?,
                 Role::Provider => self.start_provider(&kind.name, Some(&kind.version)).await?,
             };
-            running.push(number);
+            numbers.push(number);
         }
-        while running.len() > count {
-            if let Some(number) = running.pop() {
+        while numbers.len() > count {
+            if let Some(number) = numbers.pop() {
                 self.stop(number).await?;
             }
         }

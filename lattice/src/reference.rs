@@ -8,7 +8,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use capnp::capability::FromClientHook;
-use vat_directory::record::{InstanceKey, INSTANCES, ROUTES};
+use vat_directory::record::{INSTANCES, ROUTES};
 
 use crate::error::LatticeError;
 use crate::operator::Lattice;
@@ -92,25 +92,8 @@ impl Reference {
     pub async fn refresh(&self) -> Result<(), LatticeError> {
         let inner = &self.inner;
         let lattice = &inner.lattice;
-        let mut wanted: std::collections::BTreeMap<
-            String,
-            std::collections::BTreeMap<String, String>,
-        > = Default::default();
-        for (key, record) in lattice.list(&format!("{INSTANCES}{}@", inner.kind)).await? {
-            let (Ok(instance), vat_directory::record::Record::Instance(record)) =
-                (InstanceKey::parse(&key), record)
-            else {
-                continue;
-            };
-            if instance.kind != inner.kind {
-                continue;
-            }
-            if let Some(token) = record.refs.into_iter().next() {
-                let version = instance.version.to_owned();
-                wanted.entry(version).or_default().insert(key, token);
-            }
-        }
-        let route = crate::apply::read_route(&lattice.directory, &inner.kind).await?;
+        let wanted = lattice.directory.instances_by_version(&inner.kind).await?;
+        let route = lattice.directory.route(&inner.kind).await?;
         let mut router = inner.router.borrow_mut();
         router.follow(lattice.identity.as_ref(), &wanted, &|_| None);
         router.set_route(route);

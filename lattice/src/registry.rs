@@ -8,6 +8,7 @@
 //! (fsynced, then renamed over the last) before each write answers.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -15,7 +16,9 @@ use vat_directory::client::{Consistency, Entry};
 use vat_directory::command::{FacetId, FacetKind, Op, Request, Response};
 use vat_directory::convert::MAX_LIST;
 use vat_directory::machine::Machine;
-use vat_directory::record::Record;
+use vat_directory::record::{
+    GrantOutcome, GrantRecord, InstanceKey, Record, RouteRecord, INSTANCES, ROUTES,
+};
 use vat_directory::{DirectoryClient, DirectoryError};
 
 /// A view of the lattice's records through one facet.
@@ -92,6 +95,63 @@ impl Registry {
                 .0),
             Registry::Local(view) => Ok(view.entries(prefix)),
         }
+    }
+
+    /// The keys under `prefix` the facet may see.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, DirectoryError> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .collect())
+    }
+
+    /// `prefix` as key to token text: the first token of each instance
+    /// record, and each grant that granted a capability.
+    pub async fn tokens(&self, prefix: &str) -> Result<BTreeMap<String, String>, DirectoryError> {
+        let mut tokens = BTreeMap::new();
+        for entry in self.list(prefix).await? {
+            let token = match entry.record {
+                Record::Instance(instance) => instance.refs.into_iter().next(),
+                Record::Grant(GrantRecord {
+                    outcome: GrantOutcome::Granted(token),
+                    ..
+                }) if !token.is_empty() => Some(token),
+                _ => None,
+            };
+            if let Some(token) = token {
+                tokens.insert(entry.key, token);
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// The instances of `kind` that carry a token, by version: key to
+    /// token.
+    pub async fn instances_by_version(
+        &self,
+        kind: &str,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, DirectoryError> {
+        let mut by_version: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (key, token) in self.tokens(&format!("{INSTANCES}{kind}@")).await? {
+            if let Ok(instance) = InstanceKey::parse(&key) {
+                if instance.kind == kind {
+                    let version = instance.version.to_owned();
+                    by_version.entry(version).or_default().insert(key, token);
+                }
+            }
+        }
+        Ok(by_version)
+    }
+
+    /// The route of `kind`, with the log index of its last write.
+    pub async fn route(&self, kind: &str) -> Result<Option<(RouteRecord, u64)>, DirectoryError> {
+        let entry = self.get(&format!("{ROUTES}{kind}")).await?;
+        Ok(entry.and_then(|entry| match entry.record {
+            Record::Route(route) => Some((route, entry.index)),
+            _ => None,
+        }))
     }
 
     /// Wakes at each change under `prefix` (without saying which: the

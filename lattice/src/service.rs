@@ -10,6 +10,18 @@ use crate::error::LatticeError;
 use crate::host::{Host, InstanceInfo};
 use crate::kind::Role;
 
+/// The `Host` capability the token text `token` (a `hosts/` record's)
+/// restores, or why it could not be reached.
+pub(crate) async fn restore(token: &str) -> Result<host::Client, String> {
+    let token: sturdyrefs::SturdyRef = token
+        .parse()
+        .map_err(|e: sturdyrefs::ParseError| e.to_string())?;
+    let (client, _) = vat::sturdy::restore(&token, None, vat::net::Limits::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(capnp::capability::FromClientHook::new(client.hook))
+}
+
 /// Serves `host` as the `Host` interface.
 pub(crate) struct HostService {
     pub(crate) host: Host,

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use schema::lattice_capnp::host;
-use vat_directory::record::{InstanceKey, Record, HOSTS, INSTANCES, ROUTES, VATS};
+use vat_directory::record::{InstanceKey, Record, HOSTS, INSTANCES, ROUTES};
 
 use crate::error::LatticeError;
 use crate::operator::Lattice;
@@ -70,9 +69,7 @@ impl Lattice {
     /// The route of kind `name`, if it has one.
     pub async fn route(&self, name: &str) -> Result<Option<Route>, LatticeError> {
         crate::kind::check_name("kind", name)?;
-        Ok(crate::apply::read_route(&self.directory, name)
-            .await?
-            .map(|(route, _)| route))
+        Ok(self.directory.route(name).await?.map(|(route, _)| route))
     }
 
     /// Writes the route of kind `name` (checked: [`check_route`]) and
@@ -201,13 +198,11 @@ impl Lattice {
         wait: Duration,
     ) -> Result<Vec<String>, LatticeError> {
         let gone: Vec<String> = self
-            .list(VATS)
+            .hosts()
             .await?
             .into_iter()
-            .filter_map(|(key, record)| match record {
-                Record::Vat(vat) if vat.gone => Some(key[VATS.len()..].to_owned()),
-                _ => None,
-            })
+            .filter(|(_, vat)| vat.gone)
+            .map(|(vat, _)| vat)
             .collect();
         let hosts: Vec<(String, String)> = self
             .list(HOSTS)
@@ -255,13 +250,7 @@ async fn ask_followed(
     index: u64,
     wait_ms: u32,
 ) -> Result<Option<u64>, String> {
-    let token = token
-        .parse::<sturdyrefs::SturdyRef>()
-        .map_err(|e| e.to_string())?;
-    let (client, _) = vat::sturdy::restore(&token, None, vat::net::Limits::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let host: host::Client = capnp::capability::FromClientHook::new(client.hook);
+    let host = crate::service::restore(token).await?;
     let mut request = host.followed_request();
     request.get().set_kind(kind);
     request.get().set_at_least(index);

@@ -1,7 +1,6 @@
 //! The operator's commands: each runs in a vat of its own, through the
 //! directory's admin facet and the hosts' own capabilities.
 
-use capnp::capability::FromClientHook;
 use schema::lattice_capnp::{host, Role as WireRole};
 use vat::VatHandle;
 use vat_directory::client::Consistency;
@@ -94,14 +93,9 @@ async fn host_cap(directory: &DirectoryClient, vat: &str) -> Result<host::Client
     let Some(Record::Host(record)) = entry.map(|e| e.record) else {
         return Err(unreachable("no such host in the lattice".to_owned()));
     };
-    let token = record
-        .token
-        .parse()
-        .map_err(|e: sturdyrefs::ParseError| unreachable(e.to_string()))?;
-    let (client, _) = vat::sturdy::restore(&token, None, vat::net::Limits::default())
+    crate::service::restore(&record.token)
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    Ok(host::Client::new(client.hook))
+        .map_err(unreachable)
 }
 
 /// One running instance as `host::inventory` lists it.
@@ -140,16 +134,13 @@ async fn inventory(host: &host::Client) -> Result<(Vec<Listed>, Vec<Listed>), Cl
 }
 
 /// Reads `NAME` or `NAME@VERSION`.
-fn kind_arg(text: &str) -> Result<(String, Option<String>), CliError> {
-    let (name, version) = match text.split_once('@') {
-        Some((name, version)) => (name, Some(version)),
-        None => (text, None),
-    };
-    crate::check_name("kind", name)?;
-    if let Some(version) = version {
-        crate::check_name("version", version)?;
-    }
-    Ok((name.to_owned(), version.map(str::to_owned)))
+pub(super) fn kind_arg(text: &str) -> Result<(String, Option<String>), CliError> {
+    crate::kind::check_selector("kind", text)?;
+    let selector = vat_directory::record::Selector::parse(text);
+    Ok((
+        selector.name.to_owned(),
+        selector.version.map(str::to_owned),
+    ))
 }
 
 fn route_line(status: &crate::RouteStatus) -> String {

@@ -80,11 +80,14 @@ pub fn run(args: HostArgs) -> Result<(), CliError> {
     let actors: Vec<Kind> = args
         .actors
         .iter()
-        .map(|text| match text.split_once('@') {
-            Some((name, version)) => Kind::new(name, version),
-            None => Kind::new(text.as_str(), SHIPPED_VERSION),
+        .map(|text| {
+            let (name, version) = super::commands::kind_arg(text)?;
+            Ok(Kind::new(
+                name,
+                version.as_deref().unwrap_or(SHIPPED_VERSION),
+            )?)
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, CliError>>()?;
     for name in &args.http_providers {
         crate::check_name("provider", name)?;
     }

@@ -6,26 +6,32 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use vat::group::Group;
 use vat::switch::{CallInfo, Pick, Picked};
 
 use super::{glob, Fields, Route, RouteOn, RoutePick};
+use crate::members::Members;
 
-/// One version's group, as the picker sees it.
+/// One version: its group's members, and what the picker keeps of it.
 pub(crate) struct Target {
-    pub(crate) group: Group,
-    pub(crate) client: capnp::capability::Client,
+    pub(crate) members: Members,
+    /// The group's call-one face, made once.
+    client: capnp::capability::Client,
     /// Smooth weighted round-robin's running score.
     current: Cell<i64>,
 }
 
 impl Target {
-    pub(crate) fn new(group: Group) -> Target {
+    pub(crate) fn new(members: Members) -> Target {
         Target {
-            client: group.client(),
-            group,
+            client: members.group.client(),
+            members,
             current: Cell::new(0),
         }
+    }
+
+    /// How many members its group has now.
+    pub(crate) fn len(&self) -> usize {
+        self.members.group.len()
     }
 }
 
@@ -38,8 +44,8 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    /// Forgets the weighted round-robin's scores (a new route or a new set
-    /// of versions starts it afresh).
+    /// Forgets the weighted round-robin's scores (a new route starts it
+    /// afresh).
     pub(crate) fn restart(&self) {
         for target in self.versions.values() {
             target.current.set(0);
@@ -57,7 +63,7 @@ impl Table {
             let weights = self
                 .versions
                 .iter()
-                .map(|(v, t)| (v.as_str(), u32::try_from(t.group.len()).unwrap_or(u32::MAX)));
+                .map(|(v, t)| (v.as_str(), u32::try_from(t.len()).unwrap_or(u32::MAX)));
             return self.weighted(weights, None, call.key);
         };
         for rule in &route.rules {
@@ -99,7 +105,7 @@ impl Table {
     ) -> Picked {
         let running = weights.filter_map(|(version, weight)| {
             let target = self.versions.get(version)?;
-            (weight > 0 && !target.group.is_empty()).then_some((version, weight, target))
+            (weight > 0 && target.len() > 0).then_some((version, weight, target))
         });
         let chosen = match sticky_key {
             Some(sticky) => {
@@ -152,7 +158,7 @@ impl Table {
         match key {
             // The key goes on to the version's group: a caller's calls meet
             // one instance there too.
-            Some(key) => Picked::To(target.group.with_key(key)),
+            Some(key) => Picked::To(target.members.group.with_key(key)),
             None => Picked::To(target.client.clone()),
         }
     }

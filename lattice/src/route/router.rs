@@ -43,7 +43,7 @@ use crate::members::Members;
 /// ```
 pub struct Router {
     what: String,
-    versions: BTreeMap<String, Members>,
+    /// Each version's members, and the route: what the picker reads.
     table: Rc<RefCell<Table>>,
     switch: Switch,
     /// The log index of the route it follows (0: none).
@@ -57,37 +57,6 @@ impl Router {
         Router::named(kind, format!("router of {kind}"), fields)
     }
 
-    /// Adds `member` to `version`'s group: it serves that version's calls
-    /// until the membership is dropped.
-    pub fn join<C: capnp::capability::FromClientHook>(
-        &mut self,
-        version: &str,
-        member: C,
-    ) -> vat::group::Membership {
-        self.members(version);
-        let membership = self.members(version).group.join(member);
-        self.track();
-        membership
-    }
-
-    /// Follows `route` from the next call on (none: every instance alike).
-    pub fn route(&mut self, route: Option<Route>) {
-        let mut table = self.table.borrow_mut();
-        table.route = route;
-        table.restart();
-    }
-
-    /// The router's picker sees every version that has a group.
-    fn track(&mut self) {
-        let mut table = self.table.borrow_mut();
-        for (version, members) in &self.versions {
-            table
-                .versions
-                .entry(version.clone())
-                .or_insert_with(|| Target::new(members.group.clone()));
-        }
-    }
-
     /// A router of `kind`; `what` names its groups in logs.
     pub(crate) fn named(kind: &str, what: String, fields: Fields) -> Router {
         let table = Rc::new(RefCell::new(Table {
@@ -98,11 +67,27 @@ impl Router {
         }));
         Router {
             what,
-            versions: BTreeMap::new(),
             switch: Switch::new(Picker(Rc::clone(&table))),
             table,
             route_index: 0,
         }
+    }
+
+    /// Adds `member` to `version`'s group: it serves that version's calls
+    /// until the membership is dropped.
+    pub fn join<C: capnp::capability::FromClientHook>(
+        &mut self,
+        version: &str,
+        member: C,
+    ) -> vat::group::Membership {
+        self.with_version(version, |target| target.members.group.join(member))
+    }
+
+    /// Follows `route` from the next call on (none: every instance alike).
+    pub fn route(&mut self, route: Option<Route>) {
+        let mut table = self.table.borrow_mut();
+        table.route = route;
+        table.restart();
     }
 
     /// The unversioned reference: the router.
@@ -118,16 +103,18 @@ impl Router {
     /// The versioned reference: the group of `version`'s members (empty
     /// until one joins; calls on it then fail, undelivered).
     pub fn version<C: capnp::capability::FromClientHook>(&mut self, version: &str) -> C {
-        let group = self.members(version).group.clone();
-        self.track();
-        group.client()
+        self.with_version(version, |target| target.members.group.client())
     }
 
-    fn members(&mut self, version: &str) -> &mut Members {
+    /// Runs `f` on `version`'s entry, made (with an empty group) if new.
+    fn with_version<T>(&self, version: &str, f: impl FnOnce(&mut Target) -> T) -> T {
+        let mut table = self.table.borrow_mut();
         let what = &self.what;
-        self.versions
+        let target = table
+            .versions
             .entry(version.to_owned())
-            .or_insert_with(|| Members::new(format!("{what}@{version}")))
+            .or_insert_with(|| Target::new(Members::new(format!("{what}@{version}"))));
+        f(target)
     }
 
     /// Makes each version's members exactly `wanted` (version, then key to
@@ -138,14 +125,14 @@ impl Router {
         wanted: &BTreeMap<String, BTreeMap<String, String>>,
         local: &dyn Fn(&str) -> Option<capnp::capability::Client>,
     ) {
-        let none = BTreeMap::new();
         for version in wanted.keys() {
-            self.members(version);
+            self.with_version(version, |_| ());
         }
-        for (version, members) in &mut self.versions {
-            members.follow(identity, wanted.get(version).unwrap_or(&none), local);
+        let none = BTreeMap::new();
+        for (version, target) in &mut self.table.borrow_mut().versions {
+            let members = wanted.get(version).unwrap_or(&none);
+            target.members.follow(identity, members, local);
         }
-        self.track();
     }
 
     /// Follows `route` (with the log index of its last write), or none.
@@ -154,15 +141,13 @@ impl Router {
         if index == self.route_index {
             return;
         }
-        let mut table = self.table.borrow_mut();
         match &route {
             Some((route, _)) => {
                 tracing::info!(router = %self.what, index, route = %captp::log::Untrusted(route), "following a new route");
             }
             None => tracing::info!(router = %self.what, "no route: every instance alike"),
         }
-        table.route = route.map(|(route, _)| route);
-        table.restart();
+        self.route(route.map(|(route, _)| route));
         self.route_index = index;
     }
 
@@ -173,9 +158,11 @@ impl Router {
 
     /// Each version with its member count.
     pub fn versions(&self) -> Vec<(String, usize)> {
-        self.versions
+        self.table
+            .borrow()
+            .versions
             .iter()
-            .map(|(version, members)| (version.clone(), members.group.len()))
+            .map(|(version, target)| (version.clone(), target.len()))
             .collect()
     }
 }
