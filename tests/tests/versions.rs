@@ -371,18 +371,29 @@ fn blue_green_swaps_under_load_with_no_failed_call_and_swaps_back() {
                 })
             })
             .collect();
-        let settle = || vat_env::sleep(Duration::from_millis(200));
+        // Each phase lasts until the callers made 16 calls in it, however
+        // busy the machine.
+        let settle = |phase: u32| {
+            let seen = seen.clone();
+            async move {
+                let deadline = Instant::now() + PATIENCE;
+                while seen.borrow().iter().filter(|(p, _)| *p == phase).count() < 16 {
+                    assert!(Instant::now() < deadline, "phase {phase}: too few calls");
+                    vat_env::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
         // Phases: 0 before the swap, 1 while it runs, 2 after it, 3 while
         // swapping back, 4 after that.
-        settle().await;
+        settle(0).await;
         phase.set(1);
         let swapped = lattice.swap("greeter", None).await.unwrap();
         phase.set(2);
-        settle().await;
+        settle(2).await;
         phase.set(3);
         let back = lattice.swap("greeter", None).await.unwrap();
         phase.set(4);
-        settle().await;
+        settle(4).await;
         stop.set(true);
         for caller in callers {
             caller.await.unwrap();
